@@ -1,0 +1,110 @@
+"""Attacks: one file per attack, one call signature, registered here.
+
+This module is torch-free: it holds the registry (name -> implementing class, imported on first
+use) and the table of each attack's parameters, so that the YAML parser and ``hepguard.attack()``
+validate parameters the same way without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pytest_hepguard.exceptions import AttackError
+
+if TYPE_CHECKING:
+    from pytest_hepguard.attacks.base import Attack
+
+
+@dataclass(frozen=True)
+class Param:
+    """One attack parameter: its type (``float``, ``int``, ``bool`` or ``choice``) and default."""
+
+    name: str
+    kind: str
+    default: object
+    doc: str
+    choices: tuple[str, ...] = ()
+
+
+_EPSILON = Param("epsilon", "float", 1.0, "attack size in sigmas of each feature's envelope")
+
+PARAMETERS: dict[str, tuple[Param, ...]] = {
+    "random": (
+        _EPSILON,
+        Param(
+            "distribution",
+            "choice",
+            "gaussian",
+            "gaussian: N(0, epsilon) sigmas clipped to +-epsilon; uniform: U(-epsilon, epsilon); "
+            "sign: +-epsilon at random",
+            ("gaussian", "uniform", "sign"),
+        ),
+    ),
+    "fgsm": (_EPSILON,),
+    "pgd": (
+        _EPSILON,
+        Param("steps", "int", 10, "number of gradient steps"),
+        Param("step_size", "float", None, "step in sigmas; default 2.5 * epsilon / steps"),
+        Param("random_start", "bool", True, "start from a uniform random point of the envelope"),
+    ),
+}
+
+_CLASSES: dict[str, tuple[str, str]] = {
+    "random": ("pytest_hepguard.attacks.random_noise", "RandomNoise"),
+    "fgsm": ("pytest_hepguard.attacks.fgsm", "FGSM"),
+    "pgd": ("pytest_hepguard.attacks.pgd", "PGD"),
+}
+
+
+def _check_value(attack: str, p: Param, value: object) -> object:
+    where = f"attack '{attack}', parameter '{p.name}'"
+    if p.kind == "bool":
+        if not isinstance(value, bool):
+            raise AttackError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if p.kind == "choice":
+        if value not in p.choices:
+            raise AttackError(f"{where}: expected one of {', '.join(p.choices)}, got {value!r}")
+        return value
+    if p.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise AttackError(f"{where}: expected a whole number >= 1, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AttackError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise AttackError(f"{where}: expected a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_params(attack: str, params: dict[str, object]) -> dict[str, object]:
+    """Validate ``params`` of ``attack`` and return them complete, defaults filled in.
+
+    Raises :class:`AttackError` naming the attack and the parameter for an unknown attack, an
+    unknown parameter or a value of the wrong type.
+    """
+    if attack not in PARAMETERS:
+        raise AttackError(f"unknown attack {attack!r}; known attacks: {', '.join(PARAMETERS)}")
+    table = {p.name: p for p in PARAMETERS[attack]}
+    unknown = sorted(set(params) - set(table))
+    if unknown:
+        raise AttackError(
+            f"attack '{attack}': unknown parameter {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(table)}"
+        )
+    out: dict[str, object] = {}
+    for name, p in table.items():
+        value = params.get(name, p.default)
+        out[name] = None if value is None and p.default is None else _check_value(attack, p, value)
+    return out
+
+
+def get_attack(attack: str, params: dict[str, object]) -> Attack:
+    """Build the attack ``attack`` with validated ``params`` (imports torch)."""
+    full = check_params(attack, params)
+    module_name, class_name = _CLASSES[attack]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**full)
