@@ -1,0 +1,76 @@
+"""The one interface every attack implements (torchattacks' shape: one class, one call).
+
+``attack.perturb(model, x0, labels, envelope, generator) -> Perturbation`` on one batch
+``x0`` [batch, n_features] already on the model's device. The result always lies inside
+``envelope.box(x0, epsilon)``; attacks never leave the device inside their step loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from pytest_hepguard.envelope import Envelope
+from pytest_hepguard.models.base import Model
+
+
+@dataclass
+class Perturbation:
+    """A perturbed batch.
+
+    x: perturbed inputs [batch, n_features].
+    zero_gradient: bool [batch], events whose input gradient was exactly zero on every movable
+        entry at the first gradient evaluation (gradient masking); ``None`` without gradients.
+    """
+
+    x: torch.Tensor
+    zero_gradient: torch.Tensor | None = None
+
+
+def input_gradient(
+    model: Model, x: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the per-event cross-entropy w.r.t. ``x`` [batch, n_features], and the loss."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = model.loss(x, labels)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return grad, loss.detach()
+
+
+def signed_step(
+    grad: torch.Tensor, up: torch.Tensor, down: torch.Tensor, size: float
+) -> torch.Tensor:
+    """A step of ``size`` sigmas along ``sign(grad)`` using the up or down sigma of each entry."""
+    return size * torch.where(grad > 0, up, torch.where(grad < 0, -down, 0.0))
+
+
+def zero_gradient(grad: torch.Tensor, movable: torch.Tensor) -> torch.Tensor:
+    """Bool [batch]: no movable entry of the event has a non-zero gradient."""
+    return ~((grad != 0) & movable).any(1)
+
+
+class Attack(ABC):
+    """Base class; subclasses take their parameters as keyword arguments (see ``PARAMETERS``)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = float(epsilon)
+
+    @abstractmethod
+    def perturb(
+        self,
+        model: Model,
+        x0: torch.Tensor,
+        labels: torch.Tensor,
+        envelope: Envelope,
+        generator: torch.Generator,
+    ) -> Perturbation:
+        """Perturb ``x0`` [batch, n_features] inside ``envelope`` at size ``self.epsilon``.
+
+        ``labels`` [batch] int64 are the classes whose cross-entropy gradient attacks maximise.
+        """

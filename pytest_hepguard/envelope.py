@@ -1,0 +1,155 @@
+"""The box an attack may move each event in: per-event sigmas, masks, bounds and projection.
+
+Built once per audit from the :class:`~pytest_hepguard.uncertainties.UncertaintyModel`; holds only
+per-feature vectors ([n_features]) on the attack's device, so the per-event box of a batch
+``x0`` [batch, n_features] is computed on the fly and nothing of size n_events is kept.
+
+Units: a displacement of ``delta`` sigmas moves ``x0`` by ``delta * sigma_up`` when ``delta > 0``
+and by ``delta * sigma_down`` when ``delta < 0``; the box of an attack of size ``epsilon`` is
+``|delta| <= epsilon``, intersected with the physical bounds. Integer features move by whole
+steps only (at most ``floor(epsilon * sigma)``); sentinel entries and frozen features never move.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pytest_hepguard.uncertainties import FeatureSpec
+
+#: Tolerance when flooring ``epsilon * sigma`` to whole integer steps (1.0 * 1 must give 1 step).
+_INT_TOL = 1e-6
+
+
+def feature_std(features: np.ndarray, specs: Sequence[FeatureSpec]) -> np.ndarray:
+    """Standard deviation of each column of ``features`` [n_events, n_features], sentinels excluded.
+
+    Used for ``std`` envelopes (the convention of arXiv 2203.13890). Columns with fewer than two
+    non-sentinel values get 0 (they cannot move).
+    """
+    out = np.zeros(len(specs), dtype=np.float64)
+    for j, spec in enumerate(specs):
+        col = features[:, j].astype(np.float64)
+        if spec.sentinels:
+            col = col[~np.isin(col, np.asarray(spec.sentinels, dtype=np.float64))]
+        out[j] = col.std() if col.size > 1 else 0.0
+    return out
+
+
+class Envelope:
+    """Per-feature envelope parameters on one device.
+
+    Args:
+        specs: the features in model input order.
+        std: per-feature standard deviation over the sample [n_features] (for ``std`` kinds).
+        device: where the attack runs.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[FeatureSpec],
+        std: np.ndarray,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        n = len(specs)
+        abs_up, abs_down, rel_up, rel_down = (np.zeros(n) for _ in range(4))
+        lower, upper = np.full(n, -np.inf), np.full(n, np.inf)
+        k = max((len(s.sentinels) for s in specs), default=0)
+        sentinels = np.full((n, max(k, 1)), np.nan)
+        for j, s in enumerate(specs):
+            if not s.frozen:
+                if s.kind == "relative":
+                    rel_up[j], rel_down[j] = s.up, s.down
+                elif s.kind == "std":
+                    abs_up[j], abs_down[j] = s.up * std[j], s.down * std[j]
+                else:
+                    abs_up[j], abs_down[j] = s.up, s.down
+            lower[j] = -np.inf if s.min is None else s.min
+            upper[j] = np.inf if s.max is None else s.max
+            sentinels[j, : len(s.sentinels)] = s.sentinels
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=dtype, device=device)
+
+        self.names = tuple(s.name for s in specs)
+        self.device = torch.device(device)
+        self.abs_up, self.abs_down, self.rel_up, self.rel_down = map(
+            t, (abs_up, abs_down, rel_up, rel_down)
+        )
+        self.lower, self.upper, self.sentinels = t(lower), t(upper), t(sentinels)
+        self.integer = torch.as_tensor([s.integer for s in specs], device=device)
+        self.frozen = torch.as_tensor([s.frozen for s in specs], device=device)
+
+    def sigmas(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sigma up and down of each entry of ``x0`` [batch, n_features], in the feature's unit.
+
+        Zero where the entry may not move (frozen feature or sentinel value).
+        """
+        movable = self.movable(x0)
+        mag = x0.abs()
+        up = torch.where(movable, self.abs_up + self.rel_up * mag, 0.0)
+        down = torch.where(movable, self.abs_down + self.rel_down * mag, 0.0)
+        return up, down
+
+    def movable(self, x0: torch.Tensor) -> torch.Tensor:
+        """Bool [batch, n_features]: entries that are neither frozen nor a sentinel value."""
+        is_sentinel = (x0.unsqueeze(-1) == self.sentinels).any(-1)
+        return ~is_sentinel & ~self.frozen
+
+    def box(self, x0: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lowest and highest value [batch, n_features] each entry may take at size ``epsilon``.
+
+        The box always contains ``x0``: a nominal value already outside its physical bounds stays
+        where it is on that side. Integer features get whole-step offsets.
+        """
+        up, down = self.sigmas(x0)
+        reach_up, reach_down = epsilon * up, epsilon * down
+        room_up = (self.upper - x0).clamp_min(0.0)
+        room_down = (x0 - self.lower).clamp_min(0.0)
+        reach_up = torch.minimum(reach_up, room_up)
+        reach_down = torch.minimum(reach_down, room_down)
+        reach_up = torch.where(self.integer, torch.floor(reach_up + _INT_TOL), reach_up)
+        reach_down = torch.where(self.integer, torch.floor(reach_down + _INT_TOL), reach_down)
+        return x0 - reach_down, x0 + reach_up
+
+    def project(
+        self, x0: torch.Tensor, x: torch.Tensor, box: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """Project ``x`` onto the ``box`` of ``x0``: integer offsets rounded, then clamped."""
+        lo, hi = box
+        x = torch.where(self.integer, x0 + torch.round(x - x0), x)
+        return torch.clamp(x, lo, hi)
+
+    def displace(self, x0: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``x0`` moved by ``delta`` sigmas (per entry, sign chooses the up or down sigma)."""
+        up, down = self.sigmas(x0)
+        return x0 + torch.where(delta > 0, delta * up, delta * down)
+
+    def contains(self, x0: torch.Tensor, x: torch.Tensor, epsilon: float) -> torch.Tensor:
+        """Bool [batch, n_features]: ``x`` is a legal perturbation of ``x0`` at size ``epsilon``.
+
+        Legal: inside the box up to float32 rounding of ``x0 + delta * sigma``, whole steps for
+        integer features, untouched where the entry may not move.
+        """
+        lo, hi = self.box(x0, epsilon)
+        slack = 4 * torch.finfo(x0.dtype).eps * (x0.abs() + (hi - lo))
+        inside = (x >= lo - slack) & (x <= hi + slack)
+        offset = x - x0
+        whole = ~self.integer | (offset == torch.round(offset))
+        still = self.movable(x0) | (x == x0)
+        return inside & whole & still
+
+    def in_sigmas(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Displacement ``x - x0`` in sigmas [batch, n_features]; 0 where sigma is 0 and x == x0.
+
+        An entry moved although its sigma is 0 (which an attack must never do) gives ``inf``.
+        """
+        up, down = self.sigmas(x0)
+        d = x - x0
+        sigma = torch.where(d > 0, up, down)
+        ratio = d / torch.where(sigma > 0, sigma, 1.0)
+        return torch.where(sigma > 0, ratio, torch.where(d == 0, 0.0, math.inf))

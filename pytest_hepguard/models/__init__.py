@@ -1,0 +1,77 @@
+"""Models: ``load_model()`` turns a file or import path into a :class:`~.base.Model`.
+
+Imports torch; the plugin imports this package only when a hepguard option or fixture is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from pytest_hepguard.exceptions import ModelError
+from pytest_hepguard.models.base import Model
+from pytest_hepguard.models.torch_files import (
+    TORCHSCRIPT_SUFFIXES,
+    load_callable,
+    load_export,
+    load_torchscript_or_pickle,
+)
+
+__all__ = ["Model", "load_model", "resolve_device", "wrap_model"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` (error when no GPU is visible), ``cuda:N`` or ``auto`` (GPU if any)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(
+            f"--hepguard-device {name}: no CUDA device is visible to torch "
+            f"(torch {torch.__version__}); use --hepguard-device cpu or auto"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ModelError(f"--hepguard-device {name}: expected cpu, cuda, cuda:N or auto") from exc
+
+
+def wrap_model(
+    obj: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    description: str,
+) -> Model:
+    """Wrap an ``nn.Module`` (put in eval mode, moved to ``device``) or any torch callable."""
+    if isinstance(obj, Model):
+        return obj
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.to(device).eval()
+    elif not callable(obj):
+        raise ModelError(f"{description}: {type(obj).__name__} is not a model (not callable)")
+    return Model(obj, device, description)
+
+
+def load_model(spec: str | Path, device: torch.device) -> Model:
+    """Load ``spec``: a ``.pt2``/TorchScript file, or ``package.module:callable``."""
+    path = Path(spec)
+    if not path.exists():
+        if isinstance(spec, str) and ":" in spec and not spec.endswith(tuple(TORCHSCRIPT_SUFFIXES)):
+            return wrap_model(load_callable(spec, device), device, spec)
+        raise ModelError(f"--hepguard-model {spec}: no such file")
+    if path.is_dir():
+        raise ModelError(f"--hepguard-model {spec}: is a folder, expected a model file")
+    suffix = path.suffix.lower()
+    if suffix == ".pt2":
+        return wrap_model(load_export(path, device), device, str(path))
+    if suffix == ".onnx":
+        raise ModelError(
+            f"{path}: ONNX models need hepguard's ONNX autograd bridge, which this release does "
+            "not have yet; export the network as TorchScript or torch.export (.pt2) meanwhile"
+        )
+    if suffix in TORCHSCRIPT_SUFFIXES:
+        return wrap_model(load_torchscript_or_pickle(path, device), device, str(path))
+    raise ModelError(
+        f"{path}: unknown model file type {suffix!r}; expected .pt2 (torch.export), "
+        f"{', '.join(TORCHSCRIPT_SUFFIXES)} (TorchScript) or package.module:callable"
+    )

@@ -1,0 +1,125 @@
+"""The one interface every model back-end is seen through: raw outputs, probabilities, log-probs.
+
+A model maps ``x`` [batch, n_features] (float32, raw physical inputs) to ``[batch, n_outputs]``
+(or ``[batch]`` for a one-output model). Whether the outputs are probabilities or logits is
+given in the uncertainty file (``decision.output``) or detected from the nominal outputs.
+Probabilities are always presented as ``[batch, n_classes]`` with ``n_classes = max(n_outputs,
+2)``: a one-output model's ``p`` becomes the two classes ``[1 - p, p]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from pytest_hepguard.exceptions import ModelError
+
+OutputKind = Literal["probabilities", "logits"]
+
+#: Floor of probabilities before taking their logarithm (keeps gradients finite at p = 0).
+_TINY = 1e-30
+
+
+class Model:
+    """A differentiable classifier on one device.
+
+    Args:
+        forward: callable taking a float32 tensor [batch, n_features] on ``device``.
+        device: where inputs are placed.
+        description: what was loaded (a path or ``module:callable``), for reports and messages.
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
+        description: str,
+    ) -> None:
+        self.forward = forward
+        self.device = device
+        self.description = description
+        self.output_kind: OutputKind | None = None
+        self.n_outputs: int | None = None
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Model outputs as [batch, n_outputs] float32."""
+        out = self.forward(x)
+        if isinstance(out, (tuple, list)) and len(out) == 1:
+            out = out[0]
+        if not isinstance(out, torch.Tensor):
+            raise ModelError(
+                f"{self.description}: the model returned {type(out).__name__}, expected one "
+                "tensor of shape [batch, classes]"
+            )
+        if out.dim() == 1:
+            out = out.unsqueeze(1)
+        if out.dim() != 2 or out.shape[0] != x.shape[0]:
+            raise ModelError(
+                f"{self.description}: the model output has shape {list(out.shape)} for an input "
+                f"of shape {list(x.shape)}; expected [batch, classes] = [{x.shape[0]}, n]"
+            )
+        return out.float()
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes the probabilities have (2 for a one-output model)."""
+        assert self.n_outputs is not None, "call probe() first"
+        return max(self.n_outputs, 2)
+
+    def probe(self, x: torch.Tensor, output: str) -> torch.Tensor:
+        """Run ``x`` (a small nominal batch), fix ``n_outputs`` and the output kind.
+
+        ``output`` is ``"probabilities"``, ``"logits"`` or ``"auto"`` (probabilities when every
+        output is in [0, 1] and, for several outputs, the rows sum to 1 within 1e-3).
+        Returns the raw outputs. Raises :class:`ModelError` naming the input shape when the
+        model rejects the input (for instance a width different from the feature count).
+        """
+        try:
+            with torch.no_grad():
+                out = self.raw(x)
+        except ModelError:
+            raise
+        except Exception as exc:  # the model's own error: report it with the shapes involved
+            raise ModelError(
+                f"{self.description}: the model failed on an input of shape {list(x.shape)} "
+                f"({x.shape[1]} features, in the order of the uncertainty file): "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
+            ) from exc
+        if not torch.isfinite(out).all():
+            raise ModelError(f"{self.description}: the model returned NaN or inf on nominal input")
+        self.n_outputs = out.shape[1]
+        if output == "auto":
+            in_unit = bool(((out >= 0) & (out <= 1)).all())
+            sums_to_one = out.shape[1] == 1 or bool(((out.sum(1) - 1).abs() < 1e-3).all())
+            output = "probabilities" if in_unit and sums_to_one else "logits"
+        self.output_kind = output  # type: ignore[assignment]
+        return out
+
+    def log_probabilities(self, raw: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities [batch, n_classes] from raw outputs, differentiable.
+
+        Probabilities enter through their logarithm (floored at 1e-30) so a saturated softmax
+        does not zero the gradient of the cross-entropy.
+        """
+        if self.output_kind == "logits":
+            if raw.shape[1] == 1:
+                return torch.cat([F.logsigmoid(-raw), F.logsigmoid(raw)], dim=1)
+            return F.log_softmax(raw, dim=1)
+        p = raw if raw.shape[1] > 1 else torch.cat([1 - raw, raw], dim=1)
+        return torch.log(p.clamp_min(_TINY))
+
+    def probabilities(self, raw: torch.Tensor) -> torch.Tensor:
+        """Probabilities [batch, n_classes] from raw outputs."""
+        if self.output_kind == "logits":
+            if raw.shape[1] == 1:
+                p = torch.sigmoid(raw)
+                return torch.cat([1 - p, p], dim=1)
+            return torch.softmax(raw, dim=1)
+        return raw if raw.shape[1] > 1 else torch.cat([1 - raw, raw], dim=1)
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-event cross-entropy of ``labels`` [batch] at ``x`` [batch, n_features]."""
+        return F.nll_loss(self.log_probabilities(self.raw(x)), labels, reduction="none")
