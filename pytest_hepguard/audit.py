@@ -268,12 +268,13 @@ class Auditor:
         listed in ``result.failures``.
         """
         full = check_params(attack, params)
-        is_baseline = attack == "random" and full == check_params(
-            "random", {"epsilon": full["epsilon"]}
-        )
-        if is_baseline and not limits and name is None:
-            return self.random_baseline(float(full["epsilon"]))
-        baseline = self.random_baseline(float(full["epsilon"]))
+        baseline = self.random_baseline(float(full["epsilon"]))  # type: ignore[arg-type]
+        if attack == "random" and full == baseline.params:
+            result = replace(
+                baseline, name=name or attack, limits=dict(limits or {}), failures=[], warnings=[]
+            )
+            _judge(result)
+            return result
         return self._check(name or attack, attack, full, baseline, limits or {})
 
     def run_gate(self, gate: GateSpec) -> CheckResult:
