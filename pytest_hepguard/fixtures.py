@@ -1,0 +1,160 @@
+"""The fixtures users write ``robustness_*`` tests with, and that the built-in gates use.
+
+- ``hepguard_uncertainties``: the parsed uncertainty file (session).
+- ``hepguard_events``: the sample (session).
+- ``hepguard_model``: the model (session). Override it in ``conftest.py`` to audit anything
+  hepguard cannot load from a file: return an ``nn.Module`` or a torch callable.
+- ``hepguard_auditor``: the :class:`~pytest_hepguard.audit.Auditor` (session).
+- ``hepguard``: the auditor bound to the test using it; every check it runs is recorded.
+
+Heavy modules are imported inside the fixtures, never at import time.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_hepguard.exceptions import HepguardError
+from pytest_hepguard.session import RESULT_PROPERTY, STATE_KEY, State
+
+if TYPE_CHECKING:
+    from pytest_hepguard.audit import Auditor, CheckResult
+    from pytest_hepguard.events import Events
+    from pytest_hepguard.uncertainties import GateSpec, UncertaintyModel
+
+
+def _state(config: pytest.Config) -> State:
+    state = config.stash[STATE_KEY]
+    if not state.settings.active:
+        pytest.skip("hepguard is not configured: give --hepguard-uncertainties (and a model)")
+    return state
+
+
+def _fatal(config: pytest.Config, exc: HepguardError) -> None:
+    """Stop the whole run on bad user input: one clear message, exit code 4."""
+    config.stash[STATE_KEY].fatal = True
+    pytest.exit(f"hepguard: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def hepguard_uncertainties(pytestconfig: pytest.Config) -> UncertaintyModel:
+    """The validated uncertainty file (``--hepguard-uncertainties``)."""
+    return _state(pytestconfig).uncertainties  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def hepguard_events(
+    pytestconfig: pytest.Config, hepguard_uncertainties: UncertaintyModel
+) -> Events:
+    """The sample: ``--hepguard-data`` or ``data.path``; the first ``--hepguard-events`` N."""
+    from pytest_hepguard.events import load_events
+
+    state = _state(pytestconfig)
+    unc = hepguard_uncertainties
+    path = state.settings.data_path(unc)
+    try:
+        if path is None:
+            raise HepguardError(
+                f"{unc.source}: no data: give --hepguard-data or data.path in the uncertainty file"
+            )
+        return load_events(
+            path,
+            unc.feature_names,
+            label=unc.data.label,
+            weight=unc.data.weight,
+            tree=unc.data.tree,
+            max_events=state.settings.events,
+        )
+    except HepguardError as exc:
+        _fatal(pytestconfig, exc)
+        raise
+
+
+@pytest.fixture(scope="session")
+def hepguard_model(pytestconfig: pytest.Config, hepguard_uncertainties: UncertaintyModel) -> Any:
+    """The model of ``--hepguard-model`` (a file or ``package.module:callable``)."""
+    from pytest_hepguard.models import load_model, resolve_device
+
+    settings = _state(pytestconfig).settings
+    try:
+        if settings.model is None:
+            raise HepguardError(
+                "no model: give --hepguard-model (or override the hepguard_model fixture)"
+            )
+        return load_model(settings.model, resolve_device(settings.device))
+    except HepguardError as exc:
+        _fatal(pytestconfig, exc)
+        raise
+
+
+@pytest.fixture(scope="session")
+def hepguard_auditor(
+    pytestconfig: pytest.Config,
+    hepguard_model: Any,
+    hepguard_events: Events,
+    hepguard_uncertainties: UncertaintyModel,
+) -> Auditor:
+    """The auditor over the model, sample and uncertainty file; nominal outputs computed once."""
+    from pytest_hepguard.audit import Auditor
+    from pytest_hepguard.models import resolve_device, wrap_model
+
+    settings = _state(pytestconfig).settings
+    try:
+        device = getattr(hepguard_model, "device", None) or resolve_device(settings.device)
+        model = wrap_model(hepguard_model, device, settings.model or "hepguard_model fixture")
+        return Auditor(
+            model,
+            hepguard_events,
+            hepguard_uncertainties,
+            seed=settings.seed,
+            batch_size=settings.batch_size,
+        )
+    except HepguardError as exc:
+        _fatal(pytestconfig, exc)
+        raise
+
+
+class Hepguard:
+    """The ``hepguard`` fixture: run attacks and get their numbers, recorded for the report.
+
+    ``hepguard.attack("pgd", epsilon=0.5, steps=10)`` returns a
+    :class:`~pytest_hepguard.audit.CheckResult` (``.fooling_rate``, ``.auc_drop``,
+    ``.output_ks``, ...). Epsilon and step sizes are in sigmas of each feature's envelope.
+    """
+
+    def __init__(self, auditor: Auditor, node: pytest.Item) -> None:
+        self.auditor = auditor
+        self._node = node
+
+    @property
+    def decision(self) -> Any:
+        """The resolved decision (discriminant, cut, signal and background classes)."""
+        return self.auditor.decision
+
+    def attack(self, attack: str, **params: object) -> CheckResult:
+        """Run ``attack`` over the sample and record it under this test's name."""
+        result = self.auditor.run(attack, name=f"{self._node.name}:{attack}", **params)
+        self.record(result)
+        return result
+
+    def gate(self, gate: GateSpec) -> CheckResult:
+        """Run one ``gates:`` entry and record it."""
+        result = self.auditor.run_gate(gate)
+        self.record(result)
+        return result
+
+    def record(self, result: CheckResult) -> None:
+        """Attach the result to the test's ``user_properties`` (survives xdist, reaches junitxml)."""
+        entry = result.to_dict()
+        entry["test"] = self._node.nodeid
+        entry["assumptions"] = list(self.auditor.decision.assumptions)
+        self._node.user_properties.append((RESULT_PROPERTY, json.dumps(entry)))
+
+
+@pytest.fixture
+def hepguard(request: pytest.FixtureRequest, hepguard_auditor: Auditor) -> Hepguard:
+    """The auditor bound to this test (see :class:`Hepguard`)."""
+    return Hepguard(hepguard_auditor, request.node)

@@ -1,0 +1,171 @@
+"""pytest hooks of hepguard, nothing else (entry point ``pytest11: hepguard``).
+
+Loads in every pytest run of the user's environment, so it imports no torch, onnxruntime, pyhf
+or scipy: the rest of the package is imported when a ``--hepguard-*`` option or a hepguard
+fixture is used. Without ``--hepguard-uncertainties`` (or its ini mirror) the plugin does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pytest_hepguard import fixtures
+from pytest_hepguard.exceptions import HepguardError
+from pytest_hepguard.session import RESULT_PROPERTY, STATE_KEY, build_state
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hepguard", "robustness audit of HEP classifiers (pytest-hepguard)")
+    group.addoption(
+        "--hepguard-model",
+        metavar="PATH|MODULE:CALLABLE",
+        help="model to audit: TorchScript (.pt), torch.export (.pt2) or package.module:callable",
+    )
+    group.addoption(
+        "--hepguard-uncertainties",
+        metavar="YAML",
+        help="uncertainty file: per-feature envelopes, decision, data and gates; turns hepguard on",
+    )
+    group.addoption(
+        "--hepguard-data",
+        metavar="PATH",
+        help="events (.root, .parquet, .h5, .npz); overrides data.path of the uncertainty file",
+    )
+    group.addoption(
+        "--hepguard-device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="where attacks run: auto (GPU when available, default), cpu or cuda",
+    )
+    group.addoption(
+        "--hepguard-seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
+    group.addoption(
+        "--hepguard-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="audit only the first N events of the data file",
+    )
+    group.addoption(
+        "--hepguard-batch-size",
+        type=int,
+        default=65536,
+        metavar="N",
+        help="events per attack batch (default 65536; lower it if the device runs out of memory)",
+    )
+    group.addoption(
+        "--hepguard-json", metavar="PATH", help="write every check's numbers as JSON to PATH"
+    )
+    for name, text in (
+        ("hepguard_model", "default of --hepguard-model (relative to rootdir)"),
+        ("hepguard_uncertainties", "default of --hepguard-uncertainties (relative to rootdir)"),
+        ("hepguard_data", "default of --hepguard-data (relative to rootdir)"),
+    ):
+        parser.addini(name, text, default="")
+    parser.addini("hepguard_device", "default of --hepguard-device", default="auto")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(fixtures, "hepguard-fixtures")
+    try:
+        state = build_state(config)
+    except HepguardError as exc:
+        raise pytest.UsageError(f"hepguard: {exc}") from exc
+    config.stash[STATE_KEY] = state
+    config.pluginmanager.register(ResultCollector(state.results), "hepguard-results")
+    if state.settings.active:
+        config.addinivalue_line("python_files", "robustness_*.py")
+        config.addinivalue_line("python_functions", "robustness_*")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    settings = config.stash[STATE_KEY].settings
+    if not settings.active:
+        return None
+    return (
+        f"hepguard: model {settings.model}, uncertainties {settings.uncertainties}, "
+        f"device {settings.device}, seed {settings.seed}"
+    )
+
+
+def _gate_function(gate: Any) -> Callable[..., None]:
+    def hepguard_gate(hepguard: fixtures.Hepguard) -> None:
+        from pytest_hepguard.report.terminal import failure_message
+
+        result = hepguard.gate(gate)
+        if not result.passed:
+            pytest.fail(failure_message(result.to_dict()), pytrace=False)
+
+    return hepguard_gate
+
+
+class GateFile(pytest.File):
+    """The uncertainty file as a collector: one test item per entry of its ``gates:``."""
+
+    def collect(self) -> list[pytest.Item]:
+        gates = self.config.stash[STATE_KEY].uncertainties.gates  # type: ignore[union-attr]
+        return [
+            pytest.Function.from_parent(self, name=g.name, callobj=_gate_function(g)) for g in gates
+        ]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    state = config.stash[STATE_KEY]
+    if not state.settings.active:
+        return
+    gates = GateFile.from_parent(session, path=state.settings.uncertainties)
+    items[:0] = gates.collect()
+
+
+class ResultCollector:
+    """Gathers the checks' numbers from test reports, where they arrive from xdist workers too."""
+
+    def __init__(self, results: list[dict[str, Any]]) -> None:
+        self.results = results
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == RESULT_PROPERTY:
+                entry = json.loads(value)
+                entry["outcome"] = report.outcome
+                self.results.append(entry)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    results = config.stash[STATE_KEY].results
+    if hasattr(config, "workerinput") or not results:
+        return
+    from pytest_hepguard.report.terminal import summary_lines
+
+    terminalreporter.write_sep("=", "hepguard summary")
+    for line in summary_lines(results):
+        terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or hasattr(config, "workerinput"):
+        return
+    settings = state.settings
+    if settings.json is None or state.fatal or exitstatus == pytest.ExitCode.USAGE_ERROR:
+        return
+    from pytest_hepguard.report.json_report import build_report, write_json
+
+    inputs = settings.input_files(state.uncertainties)
+    write_json(
+        settings.json,
+        build_report(
+            state.results, inputs, settings.model, settings.seed, settings.device or "auto"
+        ),
+    )

@@ -1,0 +1,68 @@
+"""The terminal summary: one row per check, the numbers a reviewer reads first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _num(value: object, fmt: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _rate(entry: dict[str, object], key: str) -> str:
+    value, err = entry.get(key), entry.get(f"{key}_err")
+    if value is None:
+        return "n/a"
+    return f"{value:.4f} ± {err:.4f}" if err is not None else f"{value:.4f}"
+
+
+def _auc(entry: dict[str, object]) -> str:
+    if entry.get("auc_nominal") is None:
+        return "n/a"
+    return f"{entry['auc_nominal']:.4f} → {_num(entry.get('auc_perturbed'))}"
+
+
+def _status(entry: dict[str, object]) -> str:
+    if not entry.get("limits"):
+        return "report"
+    return "PASS" if entry.get("passed") else "FAIL"
+
+
+COLUMNS: tuple[tuple[str, object], ...] = (
+    ("check", lambda e: str(e["name"])),
+    ("eps", lambda e: format(e["params"].get("epsilon", 0), "g")),
+    ("fooling rate", lambda e: _rate(e, "fooling_rate")),
+    ("on correct", lambda e: _rate(e, "fooling_rate_correct")),
+    ("random", lambda e: _rate(e, "random_fooling_rate")),
+    ("AUC nominal → perturbed", _auc),
+    ("KS", lambda e: _num(e.get("output_ks"))),
+    ("time s", lambda e: _num(e.get("seconds"), ".2f")),
+    ("gate", _status),
+)
+
+
+def summary_lines(entries: Sequence[dict[str, object]]) -> list[str]:
+    """A fixed-width table of the check entries (dicts of the JSON report), then the failures
+    and warnings of each check, one per line."""
+    rows = [[cell(e) for _, cell in COLUMNS] for e in entries]  # type: ignore[operator]
+    header = [name for name, _ in COLUMNS]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    for e in entries:
+        lines += [f"FAIL {e['name']}: {msg}" for msg in e.get("failures", [])]  # type: ignore[union-attr]
+        lines += [f"warning {e['name']}: {msg}" for msg in e.get("warnings", [])]  # type: ignore[union-attr]
+    return lines
+
+
+def failure_message(entry: dict[str, object]) -> str:
+    """The message of a failed gate: what failed, then the check's key numbers."""
+    lines = [f"hepguard gate '{entry['name']}' failed:"]
+    lines += [f"  - {m}" for m in entry["failures"]]  # type: ignore[union-attr]
+    lines.append(
+        f"  fooling rate {_rate(entry, 'fooling_rate')} (on correctly classified events "
+        f"{_rate(entry, 'fooling_rate_correct')}), random noise of the same size "
+        f"{_rate(entry, 'random_fooling_rate')}; AUC {_auc(entry)}; output KS "
+        f"{_num(entry.get('output_ks'))}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""What one pytest run of hepguard knows: resolved options, the parsed uncertainty file, and the
+check results gathered from test reports. Torch-free: the plugin builds this at configure time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pytest_hepguard.exceptions import HepguardError, ReportPathError
+from pytest_hepguard.uncertainties import UncertaintyModel, load_uncertainties
+
+#: The user_properties key under which a check's numbers travel from item to report.
+RESULT_PROPERTY = "hepguard_result"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ``--hepguard-*`` options (or their ini mirrors), paths resolved."""
+
+    model: str | None
+    uncertainties: Path | None
+    data: Path | None
+    device: str
+    seed: int
+    events: int | None
+    json: Path | None
+    batch_size: int
+
+    @property
+    def active(self) -> bool:
+        """hepguard runs only when an uncertainty file is given."""
+        return self.uncertainties is not None
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        """Read options; CLI paths are relative to the invocation folder, ini ones to rootdir."""
+
+        def path(option: str, ini: str | None = None) -> Path | None:
+            value = config.getoption(option)
+            if value:
+                return Path(value).expanduser().resolve()
+            if ini is not None and config.getini(ini):
+                return (config.rootpath / config.getini(ini)).resolve()
+            return None
+
+        model = config.getoption("hepguard_model") or None
+        if model is None and config.getini("hepguard_model"):
+            ini_model = config.getini("hepguard_model")
+            candidate = config.rootpath / ini_model
+            model = str(candidate) if candidate.exists() else ini_model
+        elif model is not None and Path(model).expanduser().exists():
+            model = str(Path(model).expanduser().resolve())
+        return cls(
+            model=model,
+            uncertainties=path("hepguard_uncertainties", "hepguard_uncertainties"),
+            data=path("hepguard_data", "hepguard_data"),
+            device=config.getoption("hepguard_device") or config.getini("hepguard_device"),
+            seed=config.getoption("hepguard_seed"),
+            events=config.getoption("hepguard_events"),
+            json=path("hepguard_json"),
+            batch_size=config.getoption("hepguard_batch_size"),
+        )
+
+    def data_path(self, uncertainties: UncertaintyModel) -> Path | None:
+        """``--hepguard-data`` if given, else ``data.path`` of the uncertainty file."""
+        return self.data or uncertainties.data.path
+
+    def input_files(self, uncertainties: UncertaintyModel | None) -> dict[str, Path | None]:
+        """The files the audit reads, by role."""
+        model = Path(self.model) if self.model and Path(self.model).exists() else None
+        data = self.data_path(uncertainties) if uncertainties else self.data
+        return {"model": model, "data": data, "uncertainties": self.uncertainties}
+
+
+@dataclass
+class State:
+    """Per-run state kept in ``config.stash``."""
+
+    settings: Settings
+    uncertainties: UncertaintyModel | None = None
+    results: list[dict[str, object]] = field(default_factory=list)
+    fatal: bool = False
+
+
+STATE_KEY = pytest.StashKey[State]()
+
+
+def check_report_path(target: Path, inputs: dict[str, Path | None], option: str) -> None:
+    """Refuse an output path that would lose something of the user's.
+
+    Errors: the folder does not exist; the path is a folder; it is one of the input files; it
+    exists and is not a report hepguard wrote (we only ever overwrite our own reports).
+    """
+    if not target.parent.is_dir():
+        raise ReportPathError(
+            f"{option} {target}: the folder {target.parent} does not exist; create it first"
+        )
+    if target.is_dir():
+        raise ReportPathError(f"{option} {target}: is a folder, expected a file path")
+    for role, path in inputs.items():
+        if path is not None and path.exists() and target.exists() and target.samefile(path):
+            raise ReportPathError(
+                f"{option} {target}: is the {role} file; hepguard never writes over its inputs"
+            )
+    if target.exists() and not _is_own_report(target):
+        raise ReportPathError(
+            f"{option} {target}: the file exists and is not a hepguard report; hepguard does not "
+            "overwrite it (remove it or choose another path)"
+        )
+
+
+def _is_own_report(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("tool") == "pytest-hepguard"
+
+
+def build_state(config: pytest.Config) -> State:
+    """Resolve options, parse the uncertainty file, check output paths (raises HepguardError)."""
+    settings = Settings.from_config(config)
+    state = State(settings)
+    if settings.model and not settings.active:
+        raise HepguardError(
+            "--hepguard-model needs --hepguard-uncertainties (the envelope every attack moves in)"
+        )
+    if settings.active:
+        state.uncertainties = load_uncertainties(settings.uncertainties)  # type: ignore[arg-type]
+        if settings.json is not None:
+            check_report_path(
+                settings.json, settings.input_files(state.uncertainties), "--hepguard-json"
+            )
+    elif settings.json is not None:
+        raise HepguardError("--hepguard-json needs --hepguard-uncertainties")
+    return state
