@@ -147,7 +147,7 @@ class Hepguard:
         return result
 
     def record(self, result: CheckResult) -> None:
-        """Attach the result to the test's ``user_properties`` (survives xdist, reaches junitxml)."""
+        """Attach the result to ``user_properties`` (survives xdist, reaches junitxml)."""
         entry = result.to_dict()
         entry["test"] = self._node.nodeid
         entry["assumptions"] = list(self.auditor.decision.assumptions)

@@ -33,12 +33,18 @@ class Perturbation:
 def input_gradient(
     model: Model, x: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of the per-event cross-entropy w.r.t. ``x`` [batch, n_features], and the loss."""
+    """Gradient of the per-event cross-entropy w.r.t. ``x`` [batch, n_features], and the loss.
+
+    A model whose output does not depend differentiably on its input gets a zero gradient
+    (reported as gradient masking), not an error.
+    """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         loss = model.loss(x, labels)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-    return grad, loss.detach()
+        if not loss.requires_grad:
+            return torch.zeros_like(x), loss.detach()
+        (grad,) = torch.autograd.grad(loss.sum(), x, allow_unused=True)
+    return (torch.zeros_like(x) if grad is None else grad), loss.detach()
 
 
 def signed_step(
