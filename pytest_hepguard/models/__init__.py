@@ -5,6 +5,7 @@ Imports torch; the plugin imports this package only when a hepguard option or fi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def wrap_model(
     if isinstance(obj, Model):
         return obj
     if isinstance(obj, torch.nn.Module):
-        obj = obj.to(device).eval()
+        obj = obj.to(device)
+        with contextlib.suppress(NotImplementedError):  # torch.export modules fix their mode
+            obj.eval()
     elif not callable(obj):
         raise ModelError(f"{description}: {type(obj).__name__} is not a model (not callable)")
     return Model(obj, device, description)

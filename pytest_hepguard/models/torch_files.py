@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,9 @@ def load_torchscript_or_pickle(path: Path, device: torch.device) -> torch.nn.Mod
     """Load a TorchScript file; refuse anything that is not one, saying why and what to do."""
     if _is_torchscript(path):
         try:
-            return torch.jit.load(str(path), map_location=device)
+            with warnings.catch_warnings():  # deprecated upstream, but what taggers ship today
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                return torch.jit.load(str(path), map_location=device)
         except Exception as exc:
             raise ModelError(f"{path}: not a loadable TorchScript model: {exc}") from exc
     try:
