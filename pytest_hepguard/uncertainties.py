@@ -1,14 +1,26 @@
 """The uncertainty file (YAML, format version 1) -> a validated :class:`UncertaintyModel`.
 
-Only the data model lives here; nothing imports torch. The per-event box that attacks move in is
-built from it in :mod:`pytest_hepguard.envelope`.
+The data model (frozen dataclasses) and its parser, :func:`load_uncertainties` /
+:func:`parse_uncertainties`; nothing here imports torch or numpy. The per-event box that attacks
+move in is built from the model in :mod:`pytest_hepguard.envelope`. The format is documented in
+``docs/uncertainties.md``. Every error names the file, the line and the dotted key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+
+import yaml
+
+from pytest_hepguard.attacks import PARAMETERS, check_params
+from pytest_hepguard.exceptions import AttackError, UncertaintyFileError
 
 SigmaKind = Literal["absolute", "relative", "std"]
 
@@ -119,3 +131,609 @@ class UncertaintyModel:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
+
+
+# --------------------------------------------------------------------------------------------
+# Parser (format version 1)
+# --------------------------------------------------------------------------------------------
+
+#: Format versions this parser reads.
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+
+_TOP_KEYS = ("version", "features", "decision", "data", "gates")
+_KINDS: tuple[SigmaKind, ...] = ("absolute", "relative", "std")
+_SIDES = ("up", "down")
+_FEATURE_KEYS = (*_KINDS, *_SIDES, "min", "max", "integer", "sentinel", "frozen")
+_DECISION_KEYS = ("discriminant", "classes", "signal", "background", "working_point", "output")
+_WORKING_POINT_KEYS = ("cut", "efficiency")
+_RATIO_KEYS = ("numerator", "denominator")
+_OUTPUTS = ("auto", "probabilities", "logits")
+_DATA_KEYS = ("path", "tree", "label", "weight")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+_T = TypeVar("_T")
+
+
+class _Mapping(dict):
+    """A YAML mapping that remembers the 1-based line of itself and of each of its keys.
+
+    Duplicate keys are not resolved silently: they are kept in ``duplicates`` as ``(key, line,
+    first_line)`` and reported when the mapping is validated, where the dotted key is known.
+    """
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[object, int] = {}
+        self.duplicates: list[tuple[object, int, int]] = []
+
+
+class _Sequence(list):
+    """A YAML sequence that remembers the 1-based line of each item."""
+
+    def __init__(self, items: Iterable[object], lines: Iterable[int]) -> None:
+        super().__init__(items)
+        self.lines = list(lines)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that builds :class:`_Mapping`/:class:`_Sequence` with line numbers.
+
+    Also reads ``1e-3`` (no dot, as YAML 1.2 does) as a float rather than a string.
+    """
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
+    """Build a :class:`_Mapping`; merge keys (``<<``) follow YAML: explicit keys override them."""
+    own = sum(key.tag != _MERGE_TAG for key, _ in node.value)
+    loader.flatten_mapping(node)  # puts the merged pairs first, then the mapping's own pairs
+    merged = len(node.value) - own
+    out = _Mapping(_line(node))
+    own_keys: set[object] = set()
+    for index, (key_node, value_node) in enumerate(node.value):
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                "found unhashable key",
+                key_node.start_mark,
+            ) from None
+        if index < merged and key in out:
+            continue  # an earlier merged mapping wins
+        if index >= merged and key in own_keys:
+            out.duplicates.append((key, _line(key_node), out.key_lines[key]))
+            continue
+        if index >= merged:
+            own_keys.add(key)
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = _line(key_node)
+    return out
+
+
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> _Sequence:
+    items = [loader.construct_object(child, deep=True) for child in node.value]
+    return _Sequence(items, (_line(child) for child in node.value))
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a value sits, for messages: the file, its dotted key and the line of that key."""
+
+    source: str
+    key: str
+    line: int
+
+    def at(self, mapping: _Mapping, key: object) -> _Where:
+        """The place of ``mapping[key]`` (the line of the key; this line if the key is absent)."""
+        dotted = f"{self.key}.{key}" if self.key else str(key)
+        return _Where(self.source, dotted, mapping.key_lines.get(key, self.line))
+
+    def item(self, sequence: list, index: int) -> _Where:
+        """The place of ``sequence[index]``."""
+        lines = getattr(sequence, "lines", None)
+        line = lines[index] if lines else self.line
+        return _Where(self.source, f"{self.key}[{index}]", line)
+
+    def error(self, what: str, expected: str = "") -> UncertaintyFileError:
+        """``"{source}, line {n}: {key}: {what}; {expected}"``."""
+        tail = f"; {expected}" if expected else ""
+        key = self.key or "top level"
+        return UncertaintyFileError(f"{self.source}, line {self.line}: {key}: {what}{tail}")
+
+
+def load_uncertainties(path: str | Path) -> UncertaintyModel:
+    """Read and validate the uncertainty file at ``path``.
+
+    Raises :class:`UncertaintyFileError` naming the path for a missing, unreadable or empty file,
+    and naming the path, line and key for anything that breaks the format.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UncertaintyFileError(
+            f"{path}: no such file; expected the uncertainty YAML (--hepguard-uncertainties)"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise UncertaintyFileError(f"{path}: not UTF-8 text ({exc.reason}); expected YAML") from exc
+    except OSError as exc:
+        raise UncertaintyFileError(f"{path}: cannot read the file: {exc.strerror}") from exc
+    return parse_uncertainties(text, path)
+
+
+def parse_uncertainties(text: str, source: Path | None = None) -> UncertaintyModel:
+    """Validate the YAML ``text`` of an uncertainty file.
+
+    ``source`` names the file in messages (``<string>`` when None) and is the folder that a
+    relative ``data.path`` is resolved against.
+    """
+    name = "<string>" if source is None else str(source)
+    doc = _load_yaml(text, name)
+    if doc is None:
+        raise UncertaintyFileError(
+            f"{name}: the file is empty; expected a mapping with `version: 1` and `features:`"
+        )
+    root = _Where(name, "", doc.line if isinstance(doc, _Mapping) else 1)
+    top = _mapping(doc, root, _TOP_KEYS, "a mapping with `version: 1` and `features:`")
+    _check_version(top, root)
+    folder = None if source is None else Path(source).parent
+    return UncertaintyModel(
+        features=_features(top, root),
+        decision=_optional(top, "decision", root, _decision, DecisionSpec()),
+        data=_optional(top, "data", root, partial(_data, folder=folder), DataSpec()),
+        gates=_optional(top, "gates", root, _gates, ()),
+        source=None if source is None else Path(source),
+    )
+
+
+def _load_yaml(text: str, name: str) -> object:
+    """Safe-load ``text``; syntax errors become messages with line and column."""
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: safe
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UncertaintyFileError(f"{name}{where}: malformed YAML: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise UncertaintyFileError(f"{name}: malformed YAML: {exc}") from exc
+
+
+# ---- generic checks -------------------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it in YAML terms, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (int, float, str)):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _did_you_mean(word: object, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1) if isinstance(word, str) else []
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_keys(mapping: _Mapping, where: _Where, allowed: Iterable[str]) -> None:
+    allowed = sorted(allowed)
+    for key in mapping:
+        if key not in allowed:
+            raise where.at(mapping, key).error(
+                f"unknown key {_show(key)}",
+                f"allowed keys: {', '.join(allowed)}{_did_you_mean(key, allowed)}",
+            )
+
+
+def _mapping(
+    value: object, where: _Where, allowed: Iterable[str] | None = None, expected: str = "a mapping"
+) -> _Mapping:
+    """``value`` as a mapping without duplicate keys and (if ``allowed`` is given) unknown keys."""
+    if not isinstance(value, _Mapping):
+        raise where.error(f"got {_show(value)}", f"expected {expected}")
+    if value.duplicates:
+        key, line, first = value.duplicates[0]
+        raise replace(where.at(value, key), line=line).error(
+            f"duplicate key (first given on line {first})",
+            "each key may appear only once (YAML would silently keep the last)",
+        )
+    if allowed is not None:
+        _check_keys(value, where, allowed)
+    return value
+
+
+def _optional(
+    mapping: _Mapping,
+    key: str,
+    where: _Where,
+    parse: Callable[[object, _Where], _T],
+    default: _T,
+) -> _T:
+    """``parse(mapping[key])``, or ``default`` when the key is absent or null."""
+    value = mapping.get(key)
+    return default if value is None else parse(value, where.at(mapping, key))
+
+
+def _number(value: object, where: _Where, lower: float | None = None, name: str = "it") -> float:
+    """A finite number (YAML booleans are not numbers), ``>= lower`` when given."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise where.error(f"got {_show(value)}", "expected a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise where.error(f"got {number:g}", "expected a finite number")
+    if lower is not None and number < lower:
+        raise where.error(f"got {value}", f"{name} must be >= {lower:g}")
+    return number
+
+
+def _bool(value: object, where: _Where) -> bool:
+    if not isinstance(value, bool):
+        raise where.error(f"got {_show(value)}", "expected true or false")
+    return value
+
+
+def _string(value: object, where: _Where) -> str:
+    if not isinstance(value, str) or not value:
+        raise where.error(f"got {_show(value)}", "expected a non-empty string")
+    return value
+
+
+def _choice(value: object, where: _Where, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise where.error(
+            f"got {_show(value)}",
+            f"expected one of {', '.join(choices)}{_did_you_mean(value, choices)}",
+        )
+    return value
+
+
+def _items(value: object, where: _Where) -> list[tuple[object, _Where]]:
+    """A list, or a single value standing for a list of one, with the place of each item."""
+    if isinstance(value, list):
+        return [(item, where.item(value, i)) for i, item in enumerate(value)]
+    return [(value, where)]
+
+
+def _named(mapping: _Mapping, where: _Where, what: str) -> Iterator[tuple[str, object, _Where]]:
+    """(name, value, place) of each entry of a mapping keyed by names (features, gates).
+
+    A name must be a string: YAML reads unquoted ``1``, ``true``, ``on``, ``null`` otherwise.
+    """
+    for key, value in mapping.items():
+        at = where.at(mapping, key)
+        if not isinstance(key, str):
+            raise at.error(
+                f"{what} name {_show(key)} is not a string",
+                "quote the name: unquoted, YAML reads 1, true, on, yes, null, ... as non-strings",
+            )
+        yield key, value, at
+
+
+# ---- top level --------------------------------------------------------------------------------
+
+
+def _check_version(top: _Mapping, root: _Where) -> None:
+    where = root.at(top, "version")
+    supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+    value = top.get("version")
+    if value is None:
+        raise where.error(
+            "missing", f"the file must say which format it uses: `version: {supported}`"
+        )
+    if isinstance(value, bool) or not isinstance(value, int) or value not in SUPPORTED_VERSIONS:
+        raise where.error(f"unsupported version {_show(value)}", f"supported versions: {supported}")
+
+
+# ---- features ---------------------------------------------------------------------------------
+
+
+def _features(top: _Mapping, root: _Where) -> tuple[FeatureSpec, ...]:
+    where = root.at(top, "features")
+    expected = "a mapping of feature name -> envelope, in the model's input order"
+    if top.get("features") is None:
+        raise where.error("missing", f"expected {expected}")
+    features = _mapping(top["features"], where, None, expected)
+    if not features:
+        raise where.error("empty", f"expected at least one feature: {expected}")
+    return tuple(_feature(*entry) for entry in _named(features, where, "feature"))
+
+
+def _feature(name: str, value: object, where: _Where) -> FeatureSpec:
+    spec = _mapping(
+        value, where, _FEATURE_KEYS, "a mapping such as {relative: 0.02} or {frozen: true}"
+    )
+    frozen = _optional(spec, "frozen", where, _bool, False)
+    kind, up, down = _sigma(spec, where, frozen)
+    low = _optional(spec, "min", where, _number, None)
+    high = _optional(spec, "max", where, _number, None)
+    if low is not None and high is not None and low > high:
+        raise where.at(spec, "max").error(f"max {high:g} is below min {low:g}", "min <= max")
+    return FeatureSpec(
+        name=name,
+        kind=kind,
+        up=up,
+        down=down,
+        min=low,
+        max=high,
+        integer=_optional(spec, "integer", where, _bool, False),
+        sentinels=_optional(spec, "sentinel", where, _sentinels, ()),
+        frozen=frozen,
+        line=where.line,
+    )
+
+
+def _sigma(spec: _Mapping, where: _Where, frozen: bool) -> tuple[SigmaKind | None, float, float]:
+    """(kind, up, down): a symmetric ``kind: sigma``, or ``up``/``down`` with ``kind: true``."""
+    kinds = [k for k in _KINDS if spec.get(k) is not None]
+    if len(kinds) > 1:
+        raise where.at(spec, kinds[1]).error(
+            f"both {kinds[0]} and {kinds[1]} given", "give only one of absolute, relative, std"
+        )
+    if any(spec.get(side) is not None for side in _SIDES):
+        return _asymmetric(spec, where, kinds[0] if kinds else None)
+    if not kinds:
+        if frozen:
+            return None, 0.0, 0.0
+        raise where.error(
+            "no sigma given", "a feature needs one of absolute, relative, std, or `frozen: true`"
+        )
+    kind = kinds[0]
+    if spec[kind] is True:
+        raise where.at(spec, kind).error(
+            f"`{kind}: true` without up and down",
+            f"a sigma >= 0 (e.g. {kind}: 0.02), or up and down with {kind}: true",
+        )
+    sigma = _number(spec[kind], where.at(spec, kind), 0.0, "sigma")
+    return kind, sigma, sigma
+
+
+def _asymmetric(
+    spec: _Mapping, where: _Where, kind: SigmaKind | None
+) -> tuple[SigmaKind, float, float]:
+    """``up``/``down`` (both required) with the kind key set to ``true``."""
+    missing = [s for s in _SIDES if spec.get(s) is None]
+    if missing:
+        (present,) = set(_SIDES) - set(missing)
+        raise where.at(spec, present).error(
+            f"'{present}' given without '{missing[0]}'",
+            "an asymmetric envelope needs both up and down",
+        )
+    forms = (
+        "either a symmetric sigma (relative: 0.02) or up/down with the kind set to true "
+        "(up: 0.03, down: 0.01, relative: true)"
+    )
+    if kind is None:
+        raise where.error(
+            "up/down given without a kind",
+            "set one of absolute, relative, std to true (up: 0.03, down: 0.01, relative: true)",
+        )
+    if spec[kind] is not True:
+        raise where.at(spec, kind).error(
+            f"{kind}: {_show(spec[kind])} together with up/down", forms
+        )
+    up, down = (_number(spec[s], where.at(spec, s), 0.0, "sigma") for s in _SIDES)
+    return kind, up, down
+
+
+def _sentinels(value: object, where: _Where) -> tuple[float, ...]:
+    return tuple(_number(item, at) for item, at in _items(value, where))
+
+
+# ---- decision ---------------------------------------------------------------------------------
+
+
+def _decision(value: object, where: _Where) -> DecisionSpec:
+    spec = _mapping(value, where, _DECISION_KEYS)
+    classes = _optional(spec, "classes", where, _classes, None)
+    indices = partial(_class_indices, classes=classes)
+    signal = _optional(spec, "signal", where, indices, None)
+    background = _optional(spec, "background", where, indices, None)
+    overlap = sorted(set(signal or ()) & set(background or ()))
+    if overlap:
+        raise where.at(spec, "background").error(
+            f"class {_class_label(overlap[0], classes)} is also in signal",
+            "signal and background must not overlap",
+        )
+    return DecisionSpec(
+        discriminant=_optional(
+            spec, "discriminant", where, partial(_discriminant, classes=classes), None
+        ),
+        classes=classes,
+        signal=signal,
+        background=background,
+        working_point=_optional(spec, "working_point", where, _working_point, None),
+        output=_optional(spec, "output", where, partial(_choice, choices=_OUTPUTS), "auto"),
+    )
+
+
+def _class_label(index: int, classes: tuple[str, ...] | None) -> str:
+    return repr(classes[index]) if classes else str(index)
+
+
+def _classes(value: object, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise where.error(f"got {_show(value)}", "expected a non-empty list of class names")
+    names: list[str] = []
+    for item, at in _items(value, where):
+        if _string(item, at) in names:
+            raise at.error(f"duplicate class name {item!r}", "class names must be unique")
+        names.append(item)
+    return tuple(names)
+
+
+def _class_index(value: object, where: _Where, classes: tuple[str, ...] | None) -> int:
+    """A class given by name (resolved through ``classes``) or by 0-based output column index."""
+    if isinstance(value, str):
+        if classes is None:
+            raise where.error(
+                f"class name {value!r} but no class names are declared",
+                "add `classes: [...]` under decision, or use 0-based column indices",
+            )
+        if value not in classes:
+            raise where.error(
+                f"unknown class {value!r}",
+                f"one of {', '.join(classes)}{_did_you_mean(value, classes)}",
+            )
+        return classes.index(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise where.error(f"got {_show(value)}", "expected a class name or a 0-based column index")
+    if classes is not None and value >= len(classes):
+        raise where.error(
+            f"index {value} but only {len(classes)} classes are declared ({', '.join(classes)})",
+            f"an index below {len(classes)}",
+        )
+    return value
+
+
+def _class_indices(
+    value: object, where: _Where, classes: tuple[str, ...] | None
+) -> tuple[int, ...]:
+    """One class or a non-empty list of distinct classes -> their indices."""
+    if isinstance(value, list) and not value:
+        raise where.error("empty list", "expected at least one class")
+    out: list[int] = []
+    for item, at in _items(value, where):
+        index = _class_index(item, at, classes)
+        if index in out:
+            raise at.error(f"class {_class_label(index, classes)} listed twice", "each class once")
+        out.append(index)
+    return tuple(out)
+
+
+def _discriminant(
+    value: object, where: _Where, classes: tuple[str, ...] | None
+) -> int | str | Ratio:
+    if value == "argmax":
+        return "argmax"
+    if isinstance(value, _Mapping):
+        ratio = _mapping(value, where, _RATIO_KEYS)
+        for key in _RATIO_KEYS:
+            if ratio.get(key) is None:
+                raise where.error(
+                    f"'{key}' missing", "a ratio needs both numerator and denominator"
+                )
+        num, den = (_class_indices(ratio[k], where.at(ratio, k), classes) for k in _RATIO_KEYS)
+        return Ratio(numerator=num, denominator=den)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise where.error(
+            f"got {_show(value)}",
+            "expected an output column index, a class name, 'argmax', "
+            "or {numerator: [...], denominator: [...]}",
+        )
+    return _class_index(value, where, classes)
+
+
+def _working_point(value: object, where: _Where) -> WorkingPoint:
+    spec = _mapping(value, where, _WORKING_POINT_KEYS, "{efficiency: 0.70} or {cut: 0.5}")
+    given = [k for k in _WORKING_POINT_KEYS if spec.get(k) is not None]
+    if len(given) != 1:
+        what = "both cut and efficiency given" if given else "neither cut nor efficiency given"
+        raise where.error(what, "give exactly one of cut, efficiency")
+    if given[0] == "cut":
+        return WorkingPoint(cut=_number(spec["cut"], where.at(spec, "cut")))
+    at = where.at(spec, "efficiency")
+    efficiency = _number(spec["efficiency"], at)
+    if not 0.0 < efficiency < 1.0:
+        raise at.error(
+            f"efficiency {efficiency:g} is outside (0, 1)",
+            "a signal efficiency strictly between 0 and 1, e.g. 0.70",
+        )
+    return WorkingPoint(efficiency=efficiency)
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def _data(value: object, where: _Where, folder: Path | None) -> DataSpec:
+    spec = _mapping(value, where, _DATA_KEYS)
+    return DataSpec(
+        path=_optional(spec, "path", where, partial(_path, folder=folder), None),
+        tree=_optional(spec, "tree", where, _string, None),
+        label=_optional(spec, "label", where, _label, None),
+        weight=_optional(spec, "weight", where, _string, None),
+    )
+
+
+def _path(value: object, where: _Where, folder: Path | None) -> Path:
+    """A path; a relative one is resolved against the YAML file's folder (kept when unknown)."""
+    path = Path(_string(value, where))
+    return path if folder is None or path.is_absolute() else folder / path
+
+
+def _label(value: object, where: _Where) -> str | tuple[str, ...]:
+    """A label column name, or a non-empty list of one-hot column names."""
+    if not isinstance(value, list):
+        return _string(value, where)
+    if not value:
+        raise where.error("empty list", "expected a column name or a list of one-hot column names")
+    return tuple(_string(item, at) for item, at in _items(value, where))
+
+
+# ---- gates ------------------------------------------------------------------------------------
+
+
+def _gates(value: object, where: _Where) -> tuple[GateSpec, ...]:
+    gates = _mapping(value, where, None, "a mapping of gate name -> attack parameters and limits")
+    return tuple(_gate(*entry) for entry in _named(gates, where, "gate"))
+
+
+def _gate(name: str, value: object, where: _Where) -> GateSpec:
+    spec = _Mapping(where.line) if value is None else _mapping(value, where)
+    attack = _gate_attack(name, spec, where)
+    _check_keys(spec, where, {"attack", *GATE_LIMITS, *(p.name for p in PARAMETERS[attack])})
+    limits = {
+        key: _number(spec[key], where.at(spec, key), 0.0, "a limit")
+        for key in GATE_LIMITS
+        if spec.get(key) is not None
+    }
+    given = {k: v for k, v in spec.items() if k != "attack" and k not in GATE_LIMITS}
+    for key, param in given.items():
+        _attack_params(attack, {key: param}, where.at(spec, key))  # the line of a bad parameter
+    return GateSpec(name, attack, _attack_params(attack, given, where), limits)
+
+
+def _gate_attack(name: str, spec: _Mapping, where: _Where) -> str:
+    """The gate's attack: ``attack:`` if given, else the gate's name."""
+    explicit = spec.get("attack") is not None
+    attack = spec["attack"] if explicit else name
+    if not isinstance(attack, str) or attack not in PARAMETERS:
+        hint = "" if explicit else " (a gate without `attack:` runs the attack of its name)"
+        raise (where.at(spec, "attack") if explicit else where).error(
+            f"unknown attack {_show(attack)}{hint}",
+            f"known attacks: {', '.join(sorted(PARAMETERS))}{_did_you_mean(attack, PARAMETERS)}",
+        )
+    return attack
+
+
+def _attack_params(attack: str, params: dict[str, object], where: _Where) -> dict[str, object]:
+    """:func:`check_params` with its :class:`AttackError` turned into a file error."""
+    try:
+        return check_params(attack, params)
+    except AttackError as exc:
+        raise where.error(str(exc)) from exc
