@@ -104,14 +104,19 @@ def _gate_function(gate: Any) -> Callable[..., None]:
     return hepguard_gate
 
 
+class GateItem(pytest.Function):
+    """One entry of ``gates:``, run as a test that uses the ``hepguard`` fixture."""
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"hepguard gate {self.name}"
+
+
 class GateFile(pytest.File):
     """The uncertainty file as a collector: one test item per entry of its ``gates:``."""
 
     def collect(self) -> list[pytest.Item]:
         gates = self.config.stash[STATE_KEY].uncertainties.gates  # type: ignore[union-attr]
-        return [
-            pytest.Function.from_parent(self, name=g.name, callobj=_gate_function(g)) for g in gates
-        ]
+        return [GateItem.from_parent(self, name=g.name, callobj=_gate_function(g)) for g in gates]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -122,7 +127,9 @@ def pytest_collection_modifyitems(
     if not state.settings.active:
         return
     gates = GateFile.from_parent(session, path=state.settings.uncertainties)
-    items[:0] = gates.collect()
+    report = gates.ihook.pytest_make_collect_report(collector=gates)
+    session.ihook.pytest_collectreport(report=report)  # counted in "collected N items"
+    items[:0] = [node for node in report.result if isinstance(node, pytest.Item)]
 
 
 class ResultCollector:
