@@ -28,6 +28,6 @@ def robustness_envelope_holds(hepguard, hepguard_uncertainties):
     result = hepguard.attack("pgd", epsilon=0.5, steps=10)
     for feature in hepguard_uncertainties.features:
         moved = result.max_displacement_sigma[feature.name]
-        assert moved <= 0.5 + 1e-6, feature.name
+        assert moved <= 0.5 * (1 + 1e-4), feature.name  # float32 rounding of x + delta
         if feature.frozen:
             assert result.moved_fraction[feature.name] == 0.0, feature.name

@@ -158,7 +158,7 @@ class Auditor:
             if self.labels is None
             else self.decision.correct(self.nominal_decisions, self.labels)
         )
-        self._random_cache: dict[float, CheckResult] = {}
+        self._cache: dict[tuple[str, tuple[tuple[str, object], ...]], CheckResult] = {}
 
     # -- data movement -------------------------------------------------------------------------
 
@@ -246,13 +246,20 @@ class Auditor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def random_baseline(self, epsilon: float) -> CheckResult:
-        """The Gaussian-noise check at ``epsilon`` sigmas (computed once per epsilon)."""
-        if epsilon not in self._random_cache:
-            self._random_cache[epsilon] = self._check(
-                f"random@{epsilon:g}", "random", check_params("random", {"epsilon": epsilon}), None
+    def _measure(self, attack: str, params: dict[str, object]) -> CheckResult:
+        """The numbers of ``attack`` with complete ``params``, computed once per session.
+
+        Gradient attacks get the Gaussian-noise check of the same epsilon as their baseline;
+        that check is its own baseline.
+        """
+        key = (attack, tuple(sorted(params.items())))
+        if key not in self._cache:
+            noise = check_params("random", {"epsilon": params["epsilon"]})
+            baseline = (
+                None if (attack, params) == ("random", noise) else self._measure("random", noise)
             )
-        return self._random_cache[epsilon]
+            self._cache[key] = self._check(attack, params, baseline)
+        return self._cache[key]
 
     def run(
         self,
@@ -265,29 +272,22 @@ class Auditor:
         """Run ``attack`` with ``params`` (``epsilon`` in sigmas, ...) over every event.
 
         ``limits`` (keys of ``GATE_LIMITS``) turn the check into a gate: exceeded limits are
-        listed in ``result.failures``.
+        listed in ``result.failures``. An identical attack (same parameters) runs once per
+        session; later calls reuse its numbers under their own name and limits.
         """
-        full = check_params(attack, params)
-        baseline = self.random_baseline(float(full["epsilon"]))  # type: ignore[arg-type]
-        if attack == "random" and full == baseline.params:
-            result = replace(
-                baseline, name=name or attack, limits=dict(limits or {}), failures=[], warnings=[]
-            )
-            _judge(result)
-            return result
-        return self._check(name or attack, attack, full, baseline, limits or {})
+        measured = self._measure(attack, check_params(attack, params))
+        result = replace(
+            measured, name=name or attack, limits=dict(limits or {}), failures=[], warnings=[]
+        )
+        _judge(result)
+        return result
 
     def run_gate(self, gate: GateSpec) -> CheckResult:
         """Run one ``gates:`` entry of the uncertainty file."""
         return self.run(gate.attack, name=gate.name, limits=gate.limits, **gate.params)
 
     def _check(
-        self,
-        name: str,
-        attack: str,
-        params: dict[str, object],
-        baseline: CheckResult | None,
-        limits: dict[str, float] | None = None,
+        self, attack: str, params: dict[str, object], baseline: CheckResult | None
     ) -> CheckResult:
         pert = self._perturb_all(attack, params)
         w = self.events.weights
@@ -311,8 +311,8 @@ class Auditor:
             if shift.efficiency_nominal is None
             else shift.efficiency_perturbed - shift.efficiency_nominal
         )
-        result = CheckResult(
-            name=name,
+        return CheckResult(
+            name=attack,
             attack=attack,
             params=dict(params),
             n_events=len(self.events),
@@ -353,10 +353,7 @@ class Auditor:
             ),
             seconds=pert.seconds,
             device=str(self.device),
-            limits=dict(limits or {}),
         )
-        _judge(result)
-        return result
 
 
 def _judge(result: CheckResult) -> None:
