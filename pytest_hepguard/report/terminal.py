@@ -42,13 +42,16 @@ COLUMNS: tuple[tuple[str, object], ...] = (
 
 
 def summary_lines(entries: Sequence[dict[str, object]]) -> list[str]:
-    """A fixed-width table of the check entries (dicts of the JSON report), then the failures
-    and warnings of each check, one per line."""
+    """A fixed-width table of the check entries (dicts of the JSON report), then what hepguard
+    assumed where the uncertainty file was silent, then each check's failures and warnings."""
     rows = [[cell(e) for _, cell in COLUMNS] for e in entries]  # type: ignore[operator]
     header = [name for name, _ in COLUMNS]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    assumed = entries[0].get("assumptions") if entries else None
+    if assumed:
+        lines.append(f"assumed: {'; '.join(assumed)}")  # type: ignore[arg-type]
     for e in entries:
         lines += [f"FAIL {e['name']}: {msg}" for msg in e.get("failures", [])]  # type: ignore[union-attr]
         lines += [f"warning {e['name']}: {msg}" for msg in e.get("warnings", [])]  # type: ignore[union-attr]
