@@ -140,12 +140,14 @@ class Auditor:
         self.device = model.device
         n_probe = min(len(events), 256)
         model.probe(self._batch(0, n_probe), uncertainties.decision.output)
-        decision = Decision.resolve(uncertainties.decision, model.n_classes, model.output_kind)
         self.labels = self._check_labels(events, model.n_classes)
         std = feature_std(events.features, uncertainties.features)
         self.envelope = Envelope(uncertainties.features, std, self.device)
         self.feature_std = std
-        nominal = self._forward_all()
+        raw = torch.from_numpy(self._forward_all())
+        model.detect_output(raw, uncertainties.decision.output)
+        decision = Decision.resolve(uncertainties.decision, model.n_classes, model.output_kind)
+        nominal = model.probabilities(raw).numpy()
         disc = decision.discriminant_of(torch.from_numpy(nominal)).numpy()
         self.decision = decision.with_efficiency_cut(
             uncertainties.decision, disc, self.labels, events.weights
@@ -188,12 +190,14 @@ class Auditor:
         return torch.from_numpy(np.ascontiguousarray(lab, dtype=np.int64)).to(self.device)
 
     def _forward_all(self) -> np.ndarray:
-        out = []
+        """Raw model outputs [n_events, n_outputs] on the nominal sample."""
         with torch.no_grad():
-            for s in self._batches():
-                raw = self.model.raw(self._batch(s, s + self.batch_size))
-                out.append(self.model.probabilities(raw).cpu().numpy())
-        return np.concatenate(out)
+            return np.concatenate(
+                [
+                    self.model.raw(self._batch(s, s + self.batch_size)).cpu().numpy()
+                    for s in self._batches()
+                ]
+            )
 
     # -- checks --------------------------------------------------------------------------------
 

@@ -27,11 +27,14 @@ _INT_TOL = 1e-6
 def feature_std(features: np.ndarray, specs: Sequence[FeatureSpec]) -> np.ndarray:
     """Standard deviation of each column of ``features`` [n_events, n_features], sentinels excluded.
 
-    Used for ``std`` envelopes (the convention of arXiv 2203.13890). Columns with fewer than two
-    non-sentinel values get 0 (they cannot move).
+    Used for ``std`` envelopes (the convention of arXiv 2203.13890); computed for those features
+    only, 0 for the others. Columns with fewer than two non-sentinel values get 0 (they cannot
+    move).
     """
     out = np.zeros(len(specs), dtype=np.float64)
     for j, spec in enumerate(specs):
+        if spec.kind != "std" or spec.frozen:
+            continue
         col = features[:, j].astype(np.float64)
         if spec.sentinels:
             col = col[~np.isin(col, np.asarray(spec.sentinels, dtype=np.float64))]

@@ -238,3 +238,17 @@ def test_report_docs_list_every_check_key() -> None:
             documented |= set(re.findall(r"`([a-z_]+)`", row.split("|")[1]))
     keys = set(CheckResult.__dataclass_fields__) | {"passed", "test", "outcome", "assumptions"}
     assert documented == keys
+
+
+def test_output_kind_is_detected_on_the_whole_sample() -> None:
+    """One-output logits that happen to lie in [0, 1] for the first events are still logits."""
+    x = np.linspace(0, 3, 1000, dtype=np.float32)[:, None]
+    events = Events(x, ("x",), (x[:, 0] > 1.5).astype(np.int64), None, Path("mem.npz"))
+    unc = UncertaintyModel(
+        (FeatureSpec("x", "absolute", 0.1, 0.1),), DecisionSpec(), DataSpec(), ()
+    )
+    model = wrap_model(lambda t: t - 1.5, torch.device("cpu"), "logit")
+    auditor = Auditor(model, events, unc, batch_size=256)
+    assert model.output_kind == "logits"
+    assert "model outputs read as logits" in auditor.decision.assumptions
+    np.testing.assert_allclose(auditor.nominal_disc, 1 / (1 + np.exp(-(x[:, 0] - 1.5))), rtol=1e-5)

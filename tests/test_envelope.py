@@ -8,6 +8,7 @@ import torch
 from helpers import SPECS, make_inputs
 
 from pytest_hepguard.envelope import Envelope, feature_std
+from pytest_hepguard.uncertainties import FeatureSpec
 
 
 def test_box_matches_hand_computed_values() -> None:
@@ -51,9 +52,13 @@ def test_project_rounds_integer_offsets_and_clamps() -> None:
 
 def test_feature_std_excludes_sentinels() -> None:
     x = np.array([[1.0, -999.0], [3.0, 2.0], [5.0, 4.0]], dtype=np.float32)
-    specs = (SPECS[0], SPECS[4])
-    std = feature_std(x, specs)
-    assert std == pytest.approx([np.std([1, 3, 5]), 1.0])
+    specs = (
+        FeatureSpec("s", "std", 0.1, 0.1),
+        FeatureSpec("t", "std", 0.1, 0.1, sentinels=(-999.0,)),
+        FeatureSpec("u", "absolute", 0.1, 0.1),
+    )
+    std = feature_std(np.c_[x, x[:, :1]], specs)
+    assert std == pytest.approx([np.std([1, 3, 5]), 1.0, 0.0])  # only std features need it
 
 
 def test_in_sigmas_uses_the_side_sigma() -> None:

@@ -70,12 +70,10 @@ class Model:
         return max(self.n_outputs, 2)
 
     def probe(self, x: torch.Tensor, output: str) -> torch.Tensor:
-        """Run ``x`` (a small nominal batch), fix ``n_outputs`` and the output kind.
-
-        ``output`` is ``"probabilities"``, ``"logits"`` or ``"auto"`` (probabilities when every
-        output is in [0, 1] and, for several outputs, the rows sum to 1 within 1e-3).
-        Returns the raw outputs. Raises :class:`ModelError` naming the input shape when the
-        model rejects the input (for instance a width different from the feature count).
+        """Run ``x`` (a small nominal batch), fix ``n_outputs`` and a first output kind
+        (see :meth:`detect_output`). Returns the raw outputs. Raises :class:`ModelError` naming
+        the input shape when the model rejects the input (e.g. a width other than the feature
+        count).
         """
         try:
             with torch.no_grad():
@@ -88,15 +86,27 @@ class Model:
                 f"({x.shape[1]} features, in the order of the uncertainty file): "
                 f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
             ) from exc
-        if not torch.isfinite(out).all():
-            raise ModelError(f"{self.description}: the model returned NaN or inf on nominal input")
         self.n_outputs = out.shape[1]
+        self.detect_output(out, output)
+        return out
+
+    def detect_output(self, raw: torch.Tensor, output: str) -> None:
+        """Fix the output kind from raw outputs [n, n_outputs] (the whole nominal sample).
+
+        ``output`` is ``"probabilities"``, ``"logits"`` or ``"auto"``: probabilities when every
+        output is in [0, 1] and, for several outputs, the rows sum to 1 within 1e-3.
+        """
+        if not torch.isfinite(raw).all():
+            bad = int((~torch.isfinite(raw)).any(1).nonzero()[0, 0])
+            raise ModelError(
+                f"{self.description}: the model returned NaN or inf on nominal input "
+                f"(first at event {bad})"
+            )
         if output == "auto":
-            in_unit = bool(((out >= 0) & (out <= 1)).all())
-            sums_to_one = out.shape[1] == 1 or bool(((out.sum(1) - 1).abs() < 1e-3).all())
+            in_unit = bool(((raw >= 0) & (raw <= 1)).all())
+            sums_to_one = raw.shape[1] == 1 or bool(((raw.sum(1) - 1).abs() < 1e-3).all())
             output = "probabilities" if in_unit and sums_to_one else "logits"
         self.output_kind = output  # type: ignore[assignment]
-        return out
 
     def log_probabilities(self, raw: torch.Tensor) -> torch.Tensor:
         """Log-probabilities [batch, n_classes] from raw outputs, differentiable.
