@@ -21,7 +21,12 @@ from pytest_hepguard.decision import Decision
 from pytest_hepguard.envelope import Envelope, feature_std
 from pytest_hepguard.events import Events
 from pytest_hepguard.exceptions import DataError
-from pytest_hepguard.metrics import fooling_rate, output_shift
+from pytest_hepguard.metrics import (
+    discriminant_histograms,
+    fooling_rate,
+    output_shift,
+    roc_points,
+)
 from pytest_hepguard.models.base import Model
 from pytest_hepguard.uncertainties import GATE_LIMITS, GateSpec, UncertaintyModel
 
@@ -65,6 +70,9 @@ class CheckResult:
     max_displacement_sigma: dict[str, float]
     mean_abs_displacement_sigma: dict[str, float]
     moved_fraction: dict[str, float]
+    histograms: dict[str, object]
+    roc_nominal: dict[str, list[float]] | None
+    roc_perturbed: dict[str, list[float]] | None
     envelope_violations: int
     zero_gradient_fraction: float | None
     seconds: float
@@ -246,6 +254,23 @@ class Auditor:
             time.perf_counter() - t0,
         )
 
+    def _groups(self) -> dict[str, np.ndarray]:
+        """Event masks per true class (for histograms), or all events without labels."""
+        if self.labels is None:
+            return {"all events": np.ones(len(self.events), dtype=bool)}
+        names = self.uncertainties.decision.classes or tuple(
+            f"class {i}" for i in range(self.model.n_classes)
+        )
+        return {name: self.labels == i for i, name in enumerate(names)}
+
+    def _roc(self, disc: np.ndarray) -> dict[str, list[float]] | None:
+        """ROC of the discriminant, signal vs background labels (None without both)."""
+        if self.labels is None:
+            return None
+        both = self.decision.is_signal(self.labels) | self.decision.is_background(self.labels)
+        w = None if self.events.weights is None else self.events.weights[both]
+        return roc_points(disc[both], self.decision.is_signal(self.labels)[both], w)
+
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -351,6 +376,9 @@ class Auditor:
             moved_fraction={
                 n: float(m) / len(self.events) for n, m in zip(names, pert.n_moved, strict=True)
             },
+            histograms=discriminant_histograms(self.nominal_disc, disc, self._groups(), w),
+            roc_nominal=self._roc(self.nominal_disc),
+            roc_perturbed=self._roc(disc),
             envelope_violations=pert.violations,
             zero_gradient_fraction=(
                 None if pert.zero_gradient is None else pert.zero_gradient / len(self.events)

@@ -451,3 +451,51 @@ def output_shift(
         cut=None if cut is None else float(cut),
         **wp,
     )
+
+
+def roc_points(
+    scores: ArrayLike, is_signal: ArrayLike, weights: ArrayLike | None = None, n_points: int = 101
+) -> dict[str, list[float]] | None:
+    """The weighted ROC sampled at ``n_points`` signal efficiencies ``linspace(0, 1)``.
+
+    Returns ``{"signal_efficiency": [...], "background_efficiency": [...]}`` (fractions, for
+    plots and reports: a fixed size whatever the number of events), or ``None`` when the signal
+    or background weight is <= 0.
+    """
+    fpr, tpr, _ = weighted_roc(scores, is_signal, weights)
+    if not (np.isfinite(fpr).all() and np.isfinite(tpr).all()):
+        return None
+    grid = np.linspace(0.0, 1.0, n_points)
+    fpr_at = np.interp(grid, np.maximum.accumulate(tpr), fpr)
+    return {"signal_efficiency": grid.tolist(), "background_efficiency": fpr_at.tolist()}
+
+
+def discriminant_histograms(
+    disc_nominal: ArrayLike,
+    disc_perturbed: ArrayLike,
+    groups: dict[str, NDArray[np.bool_]],
+    weights: ArrayLike | None = None,
+    bins: int = 50,
+) -> dict[str, object]:
+    """Weighted histograms of the discriminant before and after, per group of events.
+
+    ``groups`` maps a name (a class) to a bool mask [n_events]. The binning is ``bins`` equal
+    bins over [0, 1] when both samples lie inside it (probabilities and ratios), else over their
+    joint range. Returns ``{"edges": [bins + 1], "groups": {name: {"nominal": [bins],
+    "perturbed": [bins]}}}`` with sums of weights per bin.
+    """
+    nom = _values(disc_nominal, "disc_nominal")
+    pert = _values(disc_perturbed, "disc_perturbed", nom.shape[0])
+    w = _weights(weights, nom.shape[0])
+    lo = min(nom.min(initial=0.0), pert.min(initial=0.0))
+    hi = max(nom.max(initial=1.0), pert.max(initial=1.0))
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    out = {
+        name: {
+            tag: np.histogram(d[mask], edges, weights=w[mask])[0].tolist()
+            for tag, d in (("nominal", nom), ("perturbed", pert))
+        }
+        for name, mask in groups.items()
+        if mask.any()
+    }
+    return {"edges": edges.tolist(), "groups": out}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from pytest_hepguard.audit import Auditor, CheckResult
 from pytest_hepguard.events import Events
@@ -183,6 +183,22 @@ def test_every_fgsm_number_against_numpy_sklearn_scipy(setup) -> None:
             np.mean(x_adv[:, j] != x[:, j]), abs=1e-3
         )
     assert got["moved_fraction"]["d"] == 0.0 and got["passed"] is True
+
+    # plots' data: weighted histograms per class, ROC sampled at 101 signal efficiencies
+    edges = np.asarray(got["histograms"]["edges"])
+    assert edges[0] == 0.0 and edges[-1] == 1.0 and len(edges) == 51
+    for i, name in enumerate(("class 0", "class 1", "class 2")):
+        for tag, d in (("nominal", d0), ("perturbed", d1)):
+            ref, _ = np.histogram(d[labels == i], edges, weights=weights[labels == i])
+            hist = got["histograms"]["groups"][name][tag]
+            np.testing.assert_allclose(hist, ref, atol=2 * weights.max())  # bin-edge rounding
+    for tag, d in (("roc_nominal", d0), ("roc_perturbed", d1)):
+        fpr, tpr, _ = roc_curve(
+            sig[both], d[both], sample_weight=weights[both], drop_intermediate=False
+        )
+        grid = np.asarray(got[tag]["signal_efficiency"])
+        ref = np.interp(grid, tpr, fpr)
+        np.testing.assert_allclose(got[tag]["background_efficiency"], ref, atol=1e-4)
 
 
 def test_random_baseline_agrees_with_an_independent_monte_carlo(setup) -> None:
