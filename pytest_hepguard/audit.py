@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -127,6 +128,8 @@ class Auditor:
         seed: base seed; every check derives its own from it and its name, so the same seed
             gives the same numbers whatever the order the checks run in.
         batch_size: events per attack batch.
+        progress: called after every batch of an attack as ``progress(attack, done, total)``
+            (events); the plugin draws a progress bar with it.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class Auditor:
         *,
         seed: int = 0,
         batch_size: int = 65536,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         if events.feature_names != uncertainties.feature_names:
             raise DataError(
@@ -145,6 +149,7 @@ class Auditor:
             )
         self.model, self.events, self.uncertainties = model, events, uncertainties
         self.seed, self.batch_size = int(seed), int(batch_size)
+        self.progress = progress
         self.device = model.device
         n_probe = min(len(events), 256)
         model.probe(self._batch(0, n_probe), uncertainties.decision.output)
@@ -224,7 +229,8 @@ class Auditor:
         n_movable = torch.zeros(nf, device=self.device, dtype=torch.long)
         n_moved = torch.zeros(nf, device=self.device, dtype=torch.long)
         violations = torch.zeros((), device=self.device, dtype=torch.long)
-        zero_grad, probs = None, []
+        zero_grad: torch.Tensor | None = None
+        probs = []
         self._sync()
         t0 = time.perf_counter()
         for s in self._batches():
@@ -240,8 +246,11 @@ class Auditor:
                 n_movable += movable.sum(0)
                 n_moved += (pert.x != x0).sum(0)
                 violations += (~self.envelope.contains(x0, pert.x, eps)).sum()
-            if pert.zero_gradient is not None:
-                zero_grad = (zero_grad or 0) + int(pert.zero_gradient.sum())
+                if pert.zero_gradient is not None:
+                    masked = pert.zero_gradient.sum()
+                    zero_grad = masked if zero_grad is None else zero_grad + masked
+            if self.progress is not None:
+                self.progress(attack_name, s + len(x0), len(self.events))
         self._sync()
         return _Perturbed(
             torch.cat(probs).numpy(),
@@ -250,7 +259,7 @@ class Auditor:
             n_movable.cpu().numpy(),
             n_moved.cpu().numpy(),
             int(violations),
-            zero_grad,
+            None if zero_grad is None else int(zero_grad),
             time.perf_counter() - t0,
         )
 
