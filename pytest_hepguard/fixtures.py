@@ -100,6 +100,7 @@ def hepguard_auditor(
     """The auditor over the model, sample and uncertainty file; nominal outputs computed once."""
     from pytest_hepguard.audit import Auditor
     from pytest_hepguard.models import resolve_device, wrap_model
+    from pytest_hepguard.progress import terminal_progress
 
     settings = _state(pytestconfig).settings
     try:
@@ -111,6 +112,7 @@ def hepguard_auditor(
             hepguard_uncertainties,
             seed=settings.seed,
             batch_size=settings.batch_size,
+            progress=terminal_progress(pytestconfig),
         )
     except HepguardError as exc:
         _fatal(pytestconfig, exc)

@@ -61,6 +61,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--hepguard-json", metavar="PATH", help="write every check's numbers as JSON to PATH"
     )
+    group.addoption(
+        "--hepguard-html", metavar="PATH", help="write a self-contained HTML report with plots"
+    )
+    group.addoption(
+        "--hepguard-plots", metavar="DIR", help="write every plot as PNG and PDF into DIR"
+    )
+    group.addoption(
+        "--hepguard-markdown",
+        metavar="PATH",
+        help="write the summary as Markdown (merge-request comment, $GITHUB_STEP_SUMMARY)",
+    )
+    group.addoption(
+        "--hepguard-save-baseline", metavar="PATH", help="store this run's numbers as a baseline"
+    )
+    group.addoption(
+        "--hepguard-compare", metavar="PATH", help="compare this run with a saved baseline"
+    )
+    group.addoption(
+        "--hepguard-compare-fail",
+        metavar="SPEC",
+        help="fail when a check got worse than the baseline by more than a margin, "
+        "e.g. fooling_rate:0.02,auc_drop:0.005,output_ks:10%%",
+    )
+    group.addoption(
+        "--hepguard-force",
+        action="store_true",
+        help="overwrite existing output files that hepguard did not write (never input files)",
+    )
     for name, text in (
         ("hepguard_model", "default of --hepguard-model (relative to rootdir)"),
         ("hepguard_uncertainties", "default of --hepguard-uncertainties (relative to rootdir)"),
@@ -149,30 +177,32 @@ class ResultCollector:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    results = config.stash[STATE_KEY].results
-    if hasattr(config, "workerinput") or not results:
+    state = config.stash[STATE_KEY]
+    if hasattr(config, "workerinput") or not state.results:
         return
     from pytest_hepguard.report.terminal import summary_lines
 
     terminalreporter.write_sep("=", "hepguard summary")
-    for line in summary_lines(results):
+    for line in summary_lines(state.results):
         terminalreporter.write_line(line)
+    if state.comparison is not None:
+        from pytest_hepguard.report.baseline import summary_lines as comparison_lines
+
+        terminalreporter.write_sep("-", f"hepguard compared with {state.settings.compare}")
+        for line in comparison_lines(state.comparison):
+            terminalreporter.write_line(line)
+    for option, path in state.written:
+        terminalreporter.write_line(f"hepguard {option}: {path}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     state = config.stash.get(STATE_KEY, None)
-    if state is None or hasattr(config, "workerinput"):
+    if state is None or hasattr(config, "workerinput") or not state.settings.active:
         return
-    settings = state.settings
-    if settings.json is None or state.fatal or exitstatus == pytest.ExitCode.USAGE_ERROR:
+    if state.fatal or exitstatus == pytest.ExitCode.USAGE_ERROR or not state.results:
         return
-    from pytest_hepguard.report.json_report import build_report, write_json
+    from pytest_hepguard.report.outputs import write_outputs
 
-    inputs = settings.input_files(state.uncertainties)
-    write_json(
-        settings.json,
-        build_report(
-            state.results, inputs, settings.model, settings.seed, settings.device or "auto"
-        ),
-    )
+    if write_outputs(state) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,13 @@ class Settings:
     events: int | None
     json: Path | None
     batch_size: int
+    html: Path | None = None
+    plots: Path | None = None
+    markdown: Path | None = None
+    save_baseline: Path | None = None
+    compare: Path | None = None
+    compare_fail: str | None = None
+    force: bool = False
 
     @property
     def active(self) -> bool:
@@ -63,7 +71,24 @@ class Settings:
             events=config.getoption("hepguard_events"),
             json=path("hepguard_json"),
             batch_size=config.getoption("hepguard_batch_size"),
+            html=path("hepguard_html"),
+            plots=path("hepguard_plots"),
+            markdown=path("hepguard_markdown"),
+            save_baseline=path("hepguard_save_baseline"),
+            compare=path("hepguard_compare"),
+            compare_fail=config.getoption("hepguard_compare_fail"),
+            force=config.getoption("hepguard_force"),
         )
+
+    def outputs(self) -> dict[str, Path]:
+        """The report files asked for, by option name."""
+        named = {
+            "--hepguard-json": self.json,
+            "--hepguard-html": self.html,
+            "--hepguard-markdown": self.markdown,
+            "--hepguard-save-baseline": self.save_baseline,
+        }
+        return {option: path for option, path in named.items() if path is not None}
 
     def data_path(self, uncertainties: UncertaintyModel) -> Path | None:
         """``--hepguard-data`` if given, else ``data.path`` of the uncertainty file."""
@@ -84,16 +109,23 @@ class State:
     uncertainties: UncertaintyModel | None = None
     results: list[dict[str, object]] = field(default_factory=list)
     fatal: bool = False
+    baseline: dict[str, object] | None = None
+    thresholds: list[Any] = field(default_factory=list)
+    comparison: Any = None
+    written: list[tuple[str, Path]] = field(default_factory=list)
 
 
 STATE_KEY = pytest.StashKey[State]()
 
 
-def check_report_path(target: Path, inputs: dict[str, Path | None], option: str) -> None:
+def check_report_path(
+    target: Path, inputs: dict[str, Path | None], option: str, force: bool = False
+) -> None:
     """Refuse an output path that would lose something of the user's.
 
     Errors: the folder does not exist; the path is a folder; it is one of the input files; it
-    exists and is not a report hepguard wrote (we only ever overwrite our own reports).
+    exists and is not a report hepguard wrote (we only overwrite our own reports, unless
+    ``force``: ``--hepguard-force``; input files are never overwritten).
     """
     if not target.parent.is_dir():
         raise ReportPathError(
@@ -106,19 +138,31 @@ def check_report_path(target: Path, inputs: dict[str, Path | None], option: str)
             raise ReportPathError(
                 f"{option} {target}: is the {role} file; hepguard never writes over its inputs"
             )
-    if target.exists() and not _is_own_report(target):
+    if target.exists() and not force and not _is_own_report(target):
         raise ReportPathError(
             f"{option} {target}: the file exists and is not a hepguard report; hepguard does not "
-            "overwrite it (remove it or choose another path)"
+            "overwrite it (remove it, choose another path, or add --hepguard-force)"
         )
+
+
+#: Every report hepguard writes carries this marker in its first bytes (JSON: the "tool" key;
+#: HTML: a generator meta tag; Markdown: a comment).
+REPORT_MARKER = "pytest-hepguard"
 
 
 def _is_own_report(path: Path) -> bool:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        with path.open(encoding="utf-8") as fh:
+            head = fh.read(4096)
+    except (OSError, UnicodeDecodeError):
         return False
-    return isinstance(data, dict) and data.get("tool") == "pytest-hepguard"
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(data, dict) and data.get("tool") == REPORT_MARKER
+    return REPORT_MARKER in head
 
 
 def build_state(config: pytest.Config) -> State:
@@ -129,12 +173,28 @@ def build_state(config: pytest.Config) -> State:
         raise HepguardError(
             "--hepguard-model needs --hepguard-uncertainties (the envelope every attack moves in)"
         )
-    if settings.active:
-        state.uncertainties = load_uncertainties(settings.uncertainties)  # type: ignore[arg-type]
-        if settings.json is not None:
-            check_report_path(
-                settings.json, settings.input_files(state.uncertainties), "--hepguard-json"
-            )
-    elif settings.json is not None:
-        raise HepguardError("--hepguard-json needs --hepguard-uncertainties")
+    if not settings.active:
+        asked = [*settings.outputs(), *(["--hepguard-plots"] if settings.plots else [])]
+        if settings.compare:
+            asked.append("--hepguard-compare")
+        if asked:
+            raise HepguardError(f"{asked[0]} needs --hepguard-uncertainties")
+        return state
+    state.uncertainties = load_uncertainties(settings.uncertainties)  # type: ignore[arg-type]
+    inputs = settings.input_files(state.uncertainties)
+    for option, target in settings.outputs().items():
+        check_report_path(target, inputs, option, settings.force)
+    if settings.plots is not None and not settings.plots.parent.is_dir():
+        raise ReportPathError(
+            f"--hepguard-plots {settings.plots}: the folder {settings.plots.parent} does not exist"
+        )
+    if settings.compare_fail and settings.compare is None:
+        raise HepguardError("--hepguard-compare-fail needs --hepguard-compare BASELINE")
+    if settings.compare is not None:
+        from pytest_hepguard.report.baseline import load_baseline, parse_compare_fail
+
+        state.baseline = load_baseline(settings.compare)
+        state.thresholds = (
+            parse_compare_fail(settings.compare_fail) if settings.compare_fail else []
+        )
     return state

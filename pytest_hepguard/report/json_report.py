@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+
+from pytest_hepguard.report.files import write_atomic
 
 #: Version of the report layout; bumped on any incompatible change.
 REPORT_VERSION = 1
@@ -69,13 +69,5 @@ def build_report(
 
 
 def write_json(path: Path, data: dict[str, object]) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, indented, NaN refused (JSON has none)."""
+    write_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
