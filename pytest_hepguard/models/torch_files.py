@@ -38,6 +38,12 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
 
 
+def _starts_like_pickle(path: Path) -> bool:
+    """torch.save files are zip archives, or (legacy format) pickles of protocol >= 2 (0x80)."""
+    with path.open("rb") as fh:
+        return fh.read(1) == b"\x80"
+
+
 def load_torchscript_or_pickle(path: Path, device: torch.device) -> torch.nn.Module:
     """Load a TorchScript file; refuse anything that is not one, saying why and what to do."""
     if _is_torchscript(path):
@@ -47,6 +53,12 @@ def load_torchscript_or_pickle(path: Path, device: torch.device) -> torch.nn.Mod
                 return torch.jit.load(str(path), map_location=device)
         except Exception as exc:
             raise ModelError(f"{path}: not a loadable TorchScript model: {exc}") from exc
+    if not zipfile.is_zipfile(path) and not _starts_like_pickle(path):
+        # a text file or anything else: unpickling it would fail on whatever byte it starts with
+        raise ModelError(
+            f"{path}: not a model file (neither TorchScript nor a torch save file: not a zip "
+            f"archive, not a pickle); {_ADVICE}"
+        )
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
