@@ -84,7 +84,7 @@ class Model:
             raise ModelError(
                 f"{self.description}: the model failed on an input of shape {list(x.shape)} "
                 f"({x.shape[1]} features, in the order of the uncertainty file): "
-                f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
+                f"{_last_line(exc)}"
             ) from exc
         self.n_outputs = out.shape[1]
         self.detect_output(out, output)
@@ -133,3 +133,12 @@ class Model:
     def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-event cross-entropy of ``labels`` [batch] at ``x`` [batch, n_features]."""
         return F.nll_loss(self.log_probabilities(self.raw(x)), labels, reduction="none")
+
+
+def _last_line(exc: Exception) -> str:
+    """``Type: message`` from the last line of an exception (TorchScript errors repeat the type
+    inside their text; it is not doubled)."""
+    text = str(exc).strip()
+    line = text.splitlines()[-1].strip() if text else ""
+    name = type(exc).__name__
+    return line if line.startswith(f"{name}:") else f"{name}: {line}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -44,6 +45,12 @@ def _starts_like_pickle(path: Path) -> bool:
         return fh.read(1) == b"\x80"
 
 
+def _pickled_globals(exc: Exception) -> str:
+    """The Python names the pickle wanted to import, as torch reports them (may be empty)."""
+    names = sorted(set(re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))))
+    return f": it references {', '.join(names)}" if names else ""
+
+
 def load_torchscript_or_pickle(path: Path, device: torch.device) -> torch.nn.Module:
     """Load a TorchScript file; refuse anything that is not one, saying why and what to do."""
     if _is_torchscript(path):
@@ -64,7 +71,7 @@ def load_torchscript_or_pickle(path: Path, device: torch.device) -> torch.nn.Mod
     except pickle.UnpicklingError as exc:
         raise ModelError(
             f"{path}: this file is a pickled Python object that needs arbitrary code to load "
-            f"(torch.load(weights_only=True) refused it: {str(exc).splitlines()[0]}); hepguard "
+            f"(torch.load(weights_only=True) refused it{_pickled_globals(exc)}); hepguard "
             f"does not run code from model files. Instead, {_ADVICE}"
         ) from exc
     except Exception as exc:
