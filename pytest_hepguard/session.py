@@ -4,7 +4,6 @@ check results gathered from test reports. Torch-free: the plugin builds this at 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_hepguard.exceptions import HepguardError, ReportPathError
+from pytest_hepguard.report.files import check_report_path
 from pytest_hepguard.uncertainties import UncertaintyModel, load_uncertainties
 
 #: The user_properties key under which a check's numbers travel from item to report.
@@ -118,53 +118,6 @@ class State:
 STATE_KEY = pytest.StashKey[State]()
 
 
-def check_report_path(
-    target: Path, inputs: dict[str, Path | None], option: str, force: bool = False
-) -> None:
-    """Refuse an output path that would lose something of the user's.
-
-    Errors: the folder does not exist; the path is a folder; it is one of the input files; it
-    exists and is not a report hepguard wrote (we only overwrite our own reports, unless
-    ``force``: ``--hepguard-force``; input files are never overwritten).
-    """
-    if not target.parent.is_dir():
-        raise ReportPathError(
-            f"{option} {target}: the folder {target.parent} does not exist; create it first"
-        )
-    if target.is_dir():
-        raise ReportPathError(f"{option} {target}: is a folder, expected a file path")
-    for role, path in inputs.items():
-        if path is not None and path.exists() and target.exists() and target.samefile(path):
-            raise ReportPathError(
-                f"{option} {target}: is the {role} file; hepguard never writes over its inputs"
-            )
-    if target.exists() and not force and not _is_own_report(target):
-        raise ReportPathError(
-            f"{option} {target}: the file exists and is not a hepguard report; hepguard does not "
-            "overwrite it (remove it, choose another path, or add --hepguard-force)"
-        )
-
-
-#: Every report hepguard writes carries this marker in its first bytes (JSON: the "tool" key;
-#: HTML: a generator meta tag; Markdown: a comment).
-REPORT_MARKER = "pytest-hepguard"
-
-
-def _is_own_report(path: Path) -> bool:
-    try:
-        with path.open(encoding="utf-8") as fh:
-            head = fh.read(4096)
-    except (OSError, UnicodeDecodeError):
-        return False
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return False
-        return isinstance(data, dict) and data.get("tool") == REPORT_MARKER
-    return REPORT_MARKER in head
-
-
 def build_state(config: pytest.Config) -> State:
     """Resolve options, parse the uncertainty file, check output paths (raises HepguardError)."""
     settings = Settings.from_config(config)
@@ -183,7 +136,7 @@ def build_state(config: pytest.Config) -> State:
     state.uncertainties = load_uncertainties(settings.uncertainties)  # type: ignore[arg-type]
     inputs = settings.input_files(state.uncertainties)
     for option, target in settings.outputs().items():
-        check_report_path(target, inputs, option, settings.force)
+        check_report_path(target, option, inputs, settings.force)
     if settings.plots is not None and not settings.plots.parent.is_dir():
         raise ReportPathError(
             f"--hepguard-plots {settings.plots}: the folder {settings.plots.parent} does not exist"

@@ -31,10 +31,10 @@ from pytest_hepguard.report.baseline import (
     summary_lines,
     worsening,
 )
+from pytest_hepguard.report.files import REPORT_MARKER
 from pytest_hepguard.report.json_report import write_json
 from pytest_hepguard.report.markdown import MARKER, md_escape, render_markdown, write_markdown
 from pytest_hepguard.report.schema import ReportSchemaError, validate_report
-from pytest_hepguard.session import REPORT_MARKER
 
 SHA = {name: (c * 64) for name, c in (("model", "a"), ("data", "b"), ("unc", "c"))}
 FEATURES = ("pt", "eta")

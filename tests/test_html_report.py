@@ -29,9 +29,8 @@ from pytest_hepguard.events import Events
 from pytest_hepguard.exceptions import ReportPathError
 from pytest_hepguard.models import wrap_model
 from pytest_hepguard.report import plots
+from pytest_hepguard.report.files import is_own_report
 from pytest_hepguard.report.html import (
-    check_html_path,
-    is_hepguard_html,
     render_html,
     write_html,
 )
@@ -191,7 +190,7 @@ def test_html_is_self_contained(page_file):
         if "href" in attrs:
             assert str(attrs["href"]).startswith("#"), attrs["href"]  # in-page anchors only
         assert not any(k.startswith("on") for k in attrs), (tag, attrs)
-    assert is_hepguard_html(page_file)
+    assert is_own_report(page_file)
 
 
 def test_html_shows_every_check_gate_and_header(report, page_file):
@@ -243,16 +242,15 @@ def test_html_write_is_atomic_and_only_overwrites_its_own(report, tmp_path):
     target = tmp_path / "r.html"
     write_html(report, target)
     write_html(report, target)  # its own report: overwritten
-    assert is_hepguard_html(target)
+    assert is_own_report(target)
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temporary file left
-    check_html_path(target)  # the plugin's check before the run: its own report is fine
     mine = tmp_path / "notes.html"
     mine.write_text("<html>my notes</html>")
-    with pytest.raises(ReportPathError, match="not a hepguard HTML report"):
-        check_html_path(mine)
-    with pytest.raises(ReportPathError, match="not a hepguard HTML report"):
+    with pytest.raises(ReportPathError, match="is not a hepguard report"):
         write_html(report, mine)
     assert mine.read_text() == "<html>my notes</html>"
+    write_html(report, mine, force=True)  # --hepguard-force
+    assert is_own_report(mine)
     with pytest.raises(ReportPathError, match="does not exist"):
         write_html(report, tmp_path / "missing" / "r.html")
     with pytest.raises(ReportPathError, match="is a folder"):

@@ -26,6 +26,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from pytest_hepguard.report.schema import validate_report
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: Unrelated third-party plugins that take ~1.3 s to import in every subprocess; hepguard itself
@@ -578,3 +580,85 @@ def test_report_identifies_its_inputs_and_overwrites_its_own_report(tiny, tiny_r
     assert "stale" not in report
     assert len(report["checks"]) == 5
     assert not list(tiny.glob(".report.json.*"))  # no temporary file left behind
+
+
+# -- 13. baseline round trip -----------------------------------------------------------------
+
+
+def fragile_tagger() -> torch.nn.Module:
+    """The softmax tagger with its first layer four times steeper: flips more decisions."""
+    model = softmax_tagger()
+    with torch.no_grad():
+        model[0].weight.mul_(4.0)
+    return model
+
+
+def test_baseline_round_trip_save_change_model_compare_fail(pytester: pytest.Pytester) -> None:
+    """Save a baseline, compare the same model (passes, deltas 0), change the model and compare
+    with margins (exit code 1, old/new/delta of each regressed metric as in the two JSON
+    reports), then change the data file (a warning naming the data hash). The baseline file is
+    never rewritten by a comparison."""
+    root = make_project(pytester.path)
+    save = pytester.runpytest_subprocess(
+        *QUIET, *audit_args("old.json"), "--hepguard-save-baseline", "base.json"
+    )
+    assert save.ret == 0, save.stdout.str()
+    baseline_text = (root / "base.json").read_text(encoding="utf-8")
+    baseline = json.loads(baseline_text)
+    validate_report(baseline, "base.json")
+    assert baseline == json.loads((root / "old.json").read_text(encoding="utf-8"))
+
+    margins = ("--hepguard-compare", "base.json", "--hepguard-compare-fail", "fooling_rate:0.02")
+    same = pytester.runpytest_subprocess(*QUIET, *audit_args("same.json"), *margins)
+    assert same.ret == 0, same.stdout.str()
+    same.stdout.fnmatch_lines(
+        [
+            "*hepguard compared with*base.json*",
+            "same model as the baseline (sha256 *",
+            "fgsm*fooling_rate*unchanged (allowed 0.02)",
+            "no regression beyond the --hepguard-compare-fail margins",
+        ]
+    )
+
+    make_project(root, model=fragile_tagger)
+    changed = pytester.runpytest_subprocess(*QUIET, *audit_args("new.json"), *margins)
+    out = changed.stdout.str()
+    assert changed.ret == 1, out
+    assert "3 passed" in out  # every gate passed: the exit code comes from the comparison
+    assert "model changed: sha256" in out
+    new = json.loads((root / "new.json").read_text(encoding="utf-8"))
+    old_checks, new_checks = checks_by_name(baseline), checks_by_name(new)
+    regressed = []
+    for name in ("random", "fgsm", "pgd"):
+        old_rate = old_checks[name]["fooling_rate"]
+        new_rate = new_checks[name]["fooling_rate"]
+        row = next(line for line in out.splitlines() if line.split()[:2] == [name, "fooling_rate"])
+        assert row.split()[2:5] == [
+            f"{old_rate:.4g}",
+            f"{new_rate:.4g}",
+            f"{new_rate - old_rate:+.4g}",
+        ]
+        if new_rate - old_rate > 0.02:
+            regressed.append(name)
+            assert (
+                f"REGRESSION {name}: fooling_rate rose from {old_rate:.4g} to {new_rate:.4g}" in out
+            )
+            assert "REGRESSED (allowed 0.02)" in row
+    assert {"fgsm", "pgd"} <= set(regressed)  # the steeper model is easier to fool
+    assert f"{len(regressed)} regression(s) beyond the --hepguard-compare-fail margins" in out
+
+    relative = pytester.runpytest_subprocess(
+        *QUIET,
+        *audit_args("rel.json"),
+        "--hepguard-compare",
+        "base.json",
+        "--hepguard-compare-fail",
+        "fooling_rate:1000%",
+    )
+    assert relative.ret == 0, relative.stdout.str()  # a 10x margin lets the change through
+
+    np.savez(root / "data.npz", **{**np.load(root / "data.npz"), "c": np.zeros(N_EVENTS)})
+    other_data = pytester.runpytest_subprocess(*QUIET, *audit_args("d.json"), *margins[:2])
+    assert other_data.ret == 0, other_data.stdout.str()  # no margins: shown, nothing fails
+    other_data.stdout.fnmatch_lines(["warning: the baseline was made from another data file*"])
+    assert (root / "base.json").read_text(encoding="utf-8") == baseline_text

@@ -437,4 +437,9 @@ def summary_lines(comparison: Comparison) -> list[str]:
         lines.append(f"no {_OPTION} margins given: differences are shown, nothing fails")
     elif not comparison.regressions:
         lines.append(f"no regression beyond the {_OPTION} margins")
+    else:
+        lines.append(
+            f"{len(comparison.regressions)} regression(s) beyond the {_OPTION} margins: "
+            "the run fails (exit code 1)"
+        )
     return lines

@@ -16,11 +16,11 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from pytest_hepguard.exceptions import ReportPathError
 from pytest_hepguard.report import plots
+from pytest_hepguard.report.files import REPORT_MARKER, check_report_path, write_atomic
 
-#: Marker in every hepguard HTML report's head: what :func:`is_hepguard_html` looks for.
-GENERATOR = '<meta name="generator" content="pytest-hepguard">'
+#: In every HTML report's head: the marker that lets hepguard overwrite its own reports.
+GENERATOR = f'<meta name="generator" content="{REPORT_MARKER}">'
 
 _CSS = """
 :root { --pass: #1a7f37; --fail: #cf222e; --warn: #9a6700; --muted: #57606a; --line: #d0d7de; }
@@ -370,45 +370,13 @@ feature's declared uncertainty; rates are weighted fractions with binomial error
 """
 
 
-def is_hepguard_html(path: Path) -> bool:
-    """True when ``path`` is a file written by :func:`write_html` (its head holds the marker)."""
-    try:
-        with Path(path).open("rb") as fh:
-            return GENERATOR.encode() in fh.read(4096)
-    except OSError:
-        return False
-
-
-def check_html_path(path: Path) -> None:
-    """Refuse, before anything runs, a path :func:`write_html` would refuse at the end.
-
-    Raises:
-        ReportPathError: the folder of ``path`` does not exist, ``path`` is a folder, or
-            ``path`` is an existing file that is not a hepguard HTML report (hepguard only
-            overwrites its own reports).
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ReportPathError(f"{path}: folder {path.parent} does not exist")
-    if path.is_dir():
-        raise ReportPathError(f"{path}: is a folder, not a file")
-    if path.exists() and not is_hepguard_html(path):
-        raise ReportPathError(
-            f"{path}: exists and is not a hepguard HTML report; hepguard only overwrites its own "
-            "reports: remove it or choose another path"
-        )
-
-
-def write_html(report: dict[str, Any], path: Path) -> None:
+def write_html(report: dict[str, Any], path: Path, force: bool = False) -> None:
     """Write the self-contained HTML report of ``report`` (the dict of
-    :func:`~pytest_hepguard.report.json_report.build_report`) to ``path``.
-
-    Written atomically: a temporary file in the same folder, then a rename over ``path``.
+    :func:`~pytest_hepguard.report.json_report.build_report`) to ``path``, atomically.
 
     Raises:
-        ReportPathError: as :func:`check_html_path`.
+        ReportPathError: as :func:`~pytest_hepguard.report.files.check_report_path` (an
+            existing file that is not a hepguard report is kept unless ``force``).
     """
-    path = Path(path)
-    check_html_path(path)
-    page = render_html(report).encode("utf-8")
-    plots.atomic_write(path, lambda fh: fh.write(page))  # type: ignore[arg-type]
+    check_report_path(Path(path), "HTML report", force=force)
+    write_atomic(Path(path), render_html(report))

@@ -35,7 +35,7 @@ def write_outputs(state: State) -> bool:
     if settings.html is not None:
         from pytest_hepguard.report.html import write_html
 
-        write_html(report, settings.html)
+        write_html(report, settings.html, settings.force)
         state.written.append(("--hepguard-html", settings.html))
     if settings.plots is not None:
         from pytest_hepguard.report.plots import write_plots
@@ -46,6 +46,6 @@ def write_outputs(state: State) -> bool:
     if settings.markdown is not None:
         from pytest_hepguard.report.markdown import write_markdown
 
-        write_markdown(report, settings.markdown, state.comparison)
+        write_markdown(report, settings.markdown, state.comparison, settings.force)
         state.written.append(("--hepguard-markdown", settings.markdown))
     return bool(state.comparison is not None and state.comparison.regressions)

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -37,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from pytest_hepguard.exceptions import ReportPathError
+from pytest_hepguard.report.files import write_atomic
 
 #: Colour-blind-safe palette of the CMS/Petroff recommendation, one colour per class.
 COLOURS = ("#5790fc", "#f89c20", "#e42536", "#964a8b", "#9c9ca1", "#7a21dd")
@@ -505,29 +504,9 @@ def check_figures(entry: dict[str, Any]) -> dict[str, Figure]:
     }
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file atomically: ``write`` fills a temporary file in the same folder, which is
-    then renamed over ``path`` (mode 0666 less the umask, as ``open`` would give)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _save(fig: Figure, path: Path, fmt: str) -> None:
     with style():
-        atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=100, metadata=_metadata(fmt)))
+        write_atomic(path, lambda fh: fig.savefig(fh, format=fmt, dpi=100, metadata=_metadata(fmt)))
 
 
 def png_bytes(fig: Figure, dpi: int = 100, palette: bool = False) -> bytes:
