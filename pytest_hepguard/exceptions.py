@@ -29,3 +29,7 @@ class ReportPathError(HepguardError):
 
 class AttackError(HepguardError):
     """An attack was asked for with an unknown name or invalid parameters."""
+
+
+class UnsupportedOnnxOpError(ModelError):
+    """The ONNX graph holds operators the autograd bridge cannot run; all are listed at once."""
