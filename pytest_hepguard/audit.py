@@ -204,13 +204,12 @@ class Auditor:
 
     def _forward_all(self) -> np.ndarray:
         """Raw model outputs [n_events, n_outputs] on the nominal sample."""
-        with torch.no_grad():
-            return np.concatenate(
-                [
-                    self.model.raw(self._batch(s, s + self.batch_size)).cpu().numpy()
-                    for s in self._batches()
-                ]
-            )
+        return np.concatenate(
+            [
+                self.model.score(self._batch(s, s + self.batch_size)).cpu().numpy()
+                for s in self._batches()
+            ]
+        )
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -238,7 +237,7 @@ class Auditor:
             labels = self._attack_labels(s, s + len(x0), self.nominal_probs[s : s + len(x0)])
             pert = attack.perturb(self.model, x0, labels, self.envelope, gen)
             with torch.no_grad():
-                probs.append(self.model.probabilities(self.model.raw(pert.x)).cpu())
+                probs.append(self.model.probabilities(self.model.score(pert.x)).cpu())
                 delta = self.envelope.in_sigmas(x0, pert.x).abs()
                 movable = self.envelope.movable(x0)
                 max_disp = torch.maximum(max_disp, delta.amax(0))

@@ -46,7 +46,11 @@ class Model:
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """Model outputs as [batch, n_outputs] float32."""
-        out = self.forward(x)
+        return self.check_output(self.forward(x), x)
+
+    def check_output(self, out: object, x: torch.Tensor) -> torch.Tensor:
+        """``out``, what the model returned for ``x``, as [batch, n_outputs] float32; a
+        :class:`ModelError` naming the shapes when it is not one tensor of that shape."""
         if isinstance(out, (tuple, list)) and len(out) == 1:
             out = out[0]
         if not isinstance(out, torch.Tensor):
@@ -62,6 +66,14 @@ class Model:
                 f"of shape {list(x.shape)}; expected [batch, classes] = [{x.shape[0]}, n]"
             )
         return out.float()
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw outputs [batch, n_outputs] of the runtime the experiment deploys, without
+        gradient: what every reported number is computed from. For a torch model the same as
+        :meth:`raw`; an ONNX model answers with onnxruntime while its attacks take gradients
+        through the bridge."""
+        with torch.no_grad():
+            return self.raw(x)
 
     @property
     def n_classes(self) -> int:
