@@ -84,7 +84,9 @@ def hepguard_model(pytestconfig: pytest.Config, hepguard_uncertainties: Uncertai
             raise HepguardError(
                 "no model: give --hepguard-model (or override the hepguard_model fixture)"
             )
-        return load_model(settings.model, resolve_device(settings.device))
+        return load_model(
+            settings.model, resolve_device(settings.device), gradient_free=settings.gradient_free
+        )
     except HepguardError as exc:
         _fatal(pytestconfig, exc)
         raise

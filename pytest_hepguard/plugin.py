@@ -85,6 +85,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "e.g. fooling_rate:0.02,auc_drop:0.005,output_ks:10%%",
     )
     group.addoption(
+        "--hepguard-gradient-free",
+        action="store_true",
+        help="load an ONNX graph the autograd bridge cannot run for onnxruntime only, and "
+        "attack it with estimated (SPSA) gradients: a weaker attack, marked in the report",
+    )
+    group.addoption(
         "--hepguard-force",
         action="store_true",
         help="overwrite existing output files that hepguard did not write (never input files)",

@@ -37,6 +37,7 @@ class Settings:
     compare: Path | None = None
     compare_fail: str | None = None
     force: bool = False
+    gradient_free: bool = False
 
     @property
     def active(self) -> bool:
@@ -78,6 +79,7 @@ class Settings:
             compare=path("hepguard_compare"),
             compare_fail=config.getoption("hepguard_compare_fail"),
             force=config.getoption("hepguard_force"),
+            gradient_free=config.getoption("hepguard_gradient_free"),
         )
 
     def outputs(self) -> dict[str, Path]:

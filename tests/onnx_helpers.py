@@ -119,5 +119,12 @@ def vjp(
     return [o.detach() for o in outs], [next(grads) if x.requires_grad else None for x in leaves]
 
 
+def grads_or_zeros(objective: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """d objective / d each of ``inputs``; zeros for an input the objective does not use (as
+    DeepJet's ``input_5``, which only feeds its second output)."""
+    grads = torch.autograd.grad(objective, list(inputs), allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+
+
 def _as_tuple(out: object) -> tuple:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)

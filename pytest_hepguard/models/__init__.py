@@ -55,8 +55,12 @@ def wrap_model(
     return Model(obj, device, description)
 
 
-def load_model(spec: str | Path, device: torch.device) -> Model:
-    """Load ``spec``: a ``.pt2``/TorchScript file, or ``package.module:callable``."""
+def load_model(spec: str | Path, device: torch.device, gradient_free: bool = False) -> Model:
+    """Load ``spec``: an ``.onnx``, ``.pt2`` or TorchScript file, or ``package.module:callable``.
+
+    ``gradient_free`` (``--hepguard-gradient-free``): an ONNX graph the autograd bridge cannot
+    run loads for onnxruntime only (gradient-free attacks) instead of being refused.
+    """
     path = Path(spec)
     if not path.exists():
         if isinstance(spec, str) and ":" in spec and not spec.endswith(tuple(TORCHSCRIPT_SUFFIXES)):
@@ -68,13 +72,12 @@ def load_model(spec: str | Path, device: torch.device) -> Model:
     if suffix == ".pt2":
         return wrap_model(load_export(path, device), device, str(path))
     if suffix == ".onnx":
-        raise ModelError(
-            f"{path}: ONNX models need hepguard's ONNX autograd bridge, which this release does "
-            "not have yet; export the network as TorchScript or torch.export (.pt2) meanwhile"
-        )
+        from pytest_hepguard.models.onnx_model import load_onnx  # imports onnx, onnxruntime
+
+        return load_onnx(path, device, gradient_free)
     if suffix in TORCHSCRIPT_SUFFIXES:
         return wrap_model(load_torchscript_or_pickle(path, device), device, str(path))
     raise ModelError(
-        f"{path}: unknown model file type {suffix!r}; expected .pt2 (torch.export), "
+        f"{path}: unknown model file type {suffix!r}; expected .onnx, .pt2 (torch.export), "
         f"{', '.join(TORCHSCRIPT_SUFFIXES)} (TorchScript) or package.module:callable"
     )

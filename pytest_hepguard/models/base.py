@@ -43,6 +43,9 @@ class Model:
         self.description = description
         self.output_kind: OutputKind | None = None
         self.n_outputs: int | None = None
+        #: False for a model hepguard can only run forward (an ONNX graph the bridge cannot
+        #: run, loaded with ``--hepguard-gradient-free``): only gradient-free attacks apply.
+        self.differentiable = True
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """Model outputs as [batch, n_outputs] float32."""
@@ -83,13 +86,12 @@ class Model:
 
     def probe(self, x: torch.Tensor, output: str) -> torch.Tensor:
         """Run ``x`` (a small nominal batch), fix ``n_outputs`` and a first output kind
-        (see :meth:`detect_output`). Returns the raw outputs. Raises :class:`ModelError` naming
-        the input shape when the model rejects the input (e.g. a width other than the feature
-        count).
+        (see :meth:`detect_output`). Returns the outputs (of :meth:`score`). Raises
+        :class:`ModelError` naming the input shape when the model rejects the input (e.g. a
+        width other than the feature count).
         """
         try:
-            with torch.no_grad():
-                out = self.raw(x)
+            out = self.score(x)
         except ModelError:
             raise
         except Exception as exc:  # the model's own error: report it with the shapes involved
