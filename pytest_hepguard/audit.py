@@ -22,6 +22,7 @@ from pytest_hepguard.decision import Decision
 from pytest_hepguard.envelope import Envelope, feature_std
 from pytest_hepguard.events import Events
 from pytest_hepguard.exceptions import DataError
+from pytest_hepguard.layout import Layout
 from pytest_hepguard.metrics import (
     discriminant_histograms,
     fooling_rate,
@@ -142,20 +143,31 @@ class Auditor:
         batch_size: int = 65536,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
-        if events.feature_names != uncertainties.feature_names:
+        self.layout = layout = Layout(uncertainties)
+        events = layout.flatten(events)
+        if events.feature_names != layout.names:
             raise DataError(
                 f"{events.source}: columns {list(events.feature_names)} do not match the "
-                f"uncertainty file's features {list(uncertainties.feature_names)}"
+                f"uncertainty file's features {list(layout.names)}"
             )
         self.model, self.events, self.uncertainties = model, events, uncertainties
         self.seed, self.batch_size = int(seed), int(batch_size)
         self.progress = progress
         self.device = model.device
+        model.bind(layout)
         n_probe = min(len(events), 256)
         model.probe(self._batch(0, n_probe), uncertainties.decision.output)
         self.labels = self._check_labels(events, model.n_classes)
-        std = feature_std(events.features, uncertainties.features)
-        self.envelope = Envelope(uncertainties.features, std, self.device)
+        padded = (
+            layout.padded(torch.from_numpy(events.features)).numpy() if layout.multi_input else None
+        )
+        std = feature_std(events.features, layout.specs, layout.feature_of, padded)
+        self.envelope = Envelope(
+            layout.specs,
+            std,
+            self.device,
+            padding=layout.padded if layout.multi_input else None,
+        )
         self.feature_std = std
         raw = torch.from_numpy(self._forward_all())
         model.detect_output(raw, uncertainties.decision.output)
@@ -262,6 +274,31 @@ class Auditor:
             time.perf_counter() - t0,
         )
 
+    def _per_feature(
+        self, pert: _Perturbed
+    ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The displacement statistics of ``pert`` per feature: a multi-input model's row
+        entries of one feature (its constituents) pooled (max of the maxima, sums of the
+        rest). Returns names, max, sum of |delta|, movable count, moved count, and the number
+        of row entries of each feature."""
+        order = list(dict.fromkeys(self.layout.feature_of))
+        index = np.array([order.index(f) for f in self.layout.feature_of])
+        max_disp = np.zeros(len(order))
+        np.maximum.at(max_disp, index, pert.max_disp)
+
+        def pooled(values: np.ndarray) -> np.ndarray:
+            return np.bincount(index, weights=values, minlength=len(order))
+
+        size = np.bincount(index, minlength=len(order))
+        return (
+            order,
+            max_disp,
+            pooled(pert.sum_abs_disp),
+            pooled(pert.n_movable),
+            pooled(pert.n_moved),
+            size,
+        )
+
     def _groups(self) -> dict[str, np.ndarray]:
         """Event masks per true class (for histograms), or all events without labels."""
         if self.labels is None:
@@ -341,8 +378,8 @@ class Auditor:
             is_sig = is_bkg = np.zeros(len(disc), dtype=bool)
         shift = output_shift(self.nominal_disc, disc, is_sig, is_bkg, w, self.decision.cut)
         ref = baseline
-        names = self.envelope.names
-        mean_abs = np.divide(pert.sum_abs_disp, np.maximum(pert.n_movable, 1))
+        names, max_disp, sum_abs, n_movable, n_moved, size = self._per_feature(pert)
+        mean_abs = np.divide(sum_abs, np.maximum(n_movable, 1))
         eff_change = (
             None
             if shift.efficiency_nominal is None
@@ -379,10 +416,11 @@ class Auditor:
             mistag_perturbed=shift.mistag_perturbed,
             rejection_nominal=shift.rejection_nominal,
             rejection_perturbed=shift.rejection_perturbed,
-            max_displacement_sigma=dict(zip(names, map(float, pert.max_disp), strict=True)),
+            max_displacement_sigma=dict(zip(names, map(float, max_disp), strict=True)),
             mean_abs_displacement_sigma=dict(zip(names, map(float, mean_abs), strict=True)),
             moved_fraction={
-                n: float(m) / len(self.events) for n, m in zip(names, pert.n_moved, strict=True)
+                n: float(m) / (len(self.events) * k)
+                for n, m, k in zip(names, n_moved, size, strict=True)
             },
             histograms=discriminant_histograms(self.nominal_disc, disc, self._groups(), w),
             roc_nominal=self._roc(self.nominal_disc),

@@ -13,7 +13,7 @@ steps only (at most ``floor(epsilon * sigma)``); sentinel entries and frozen fea
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,21 +24,33 @@ from pytest_hepguard.uncertainties import FeatureSpec
 _INT_TOL = 1e-6
 
 
-def feature_std(features: np.ndarray, specs: Sequence[FeatureSpec]) -> np.ndarray:
-    """Standard deviation of each column of ``features`` [n_events, n_features], sentinels excluded.
+def feature_std(
+    features: np.ndarray,
+    specs: Sequence[FeatureSpec],
+    feature_of: Sequence[str] | None = None,
+    padded: np.ndarray | None = None,
+) -> np.ndarray:
+    """Standard deviation [n_features] of each column of ``features`` [n_events, n_features],
+    sentinels excluded.
 
     Used for ``std`` envelopes (the convention of arXiv 2203.13890); computed for those features
-    only, 0 for the others. Columns with fewer than two non-sentinel values get 0 (they cannot
-    move).
+    only, 0 for the others. Columns that belong to the same feature (``feature_of``: the
+    constituents of a multi-input model's per-constituent feature) are pooled, without their
+    ``padded`` entries (Bool [n_events, n_features]). Fewer than two values give 0 (the feature
+    cannot move).
     """
-    out = np.zeros(len(specs), dtype=np.float64)
+    groups: dict[str, list[int]] = {}
     for j, spec in enumerate(specs):
-        if spec.kind != "std" or spec.frozen:
-            continue
-        col = features[:, j].astype(np.float64)
-        if spec.sentinels:
-            col = col[~np.isin(col, np.asarray(spec.sentinels, dtype=np.float64))]
-        out[j] = col.std() if col.size > 1 else 0.0
+        if spec.kind == "std" and not spec.frozen:
+            groups.setdefault(spec.name if feature_of is None else feature_of[j], []).append(j)
+    out = np.zeros(len(specs), dtype=np.float64)
+    for cols in groups.values():
+        values = features[:, cols].astype(np.float64)
+        values = values.ravel() if padded is None else values[~padded[:, cols]]
+        sentinels = specs[cols[0]].sentinels
+        if sentinels:
+            values = values[~np.isin(values, np.asarray(sentinels, dtype=np.float64))]
+        out[cols] = values.std() if values.size > 1 else 0.0
     return out
 
 
@@ -49,6 +61,8 @@ class Envelope:
         specs: the features in model input order.
         std: per-feature standard deviation over the sample [n_features] (for ``std`` kinds).
         device: where the attack runs.
+        padding: Bool [batch, n_features] of the entries of ``x0`` [batch, n_features] that are
+            padding (constituents a multi-input model does not have: never moved), or None.
     """
 
     def __init__(
@@ -57,6 +71,7 @@ class Envelope:
         std: np.ndarray,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        padding: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         n = len(specs)
         abs_up, abs_down, rel_up, rel_down = (np.zeros(n) for _ in range(4))
@@ -86,6 +101,7 @@ class Envelope:
         self.lower, self.upper, self.sentinels = t(lower), t(upper), t(sentinels)
         self.integer = torch.as_tensor([s.integer for s in specs], device=device)
         self.frozen = torch.as_tensor([s.frozen for s in specs], device=device)
+        self.padding = padding
 
     def sigmas(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sigma up and down of each entry of ``x0`` [batch, n_features], in the feature's unit.
@@ -99,9 +115,11 @@ class Envelope:
         return up, down
 
     def movable(self, x0: torch.Tensor) -> torch.Tensor:
-        """Bool [batch, n_features]: entries that are neither frozen nor a sentinel value."""
+        """Bool [batch, n_features]: entries that are neither frozen, a sentinel value, nor
+        padding."""
         is_sentinel = (x0.unsqueeze(-1) == self.sentinels).any(-1)
-        return ~is_sentinel & ~self.frozen
+        movable = ~is_sentinel & ~self.frozen
+        return movable if self.padding is None else movable & ~self.padding(x0)
 
     def box(self, x0: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Lowest and highest value [batch, n_features] each entry may take at size ``epsilon``.

@@ -1,4 +1,5 @@
-"""Data file → :class:`Events`: named per-event arrays, class labels and event weights.
+"""Data file → :class:`Events`: named per-event arrays, class labels, event weights and padded
+per-constituent columns.
 
 Formats, chosen by the file's suffix (see ``docs/data.md``):
 
@@ -11,12 +12,21 @@ Formats, chosen by the file's suffix (see ``docs/data.md``):
 - ``.root``: one flat branch per column of a TTree, or one field per column of an RNTuple
   (uproot, read with ``tree.iterate``).
 
-Every reader is a generator with one shape, ``reader(request) -> Iterator[dict[str, ndarray]]``:
-it opens the file, checks the requested columns exist and hold one number per event, and yields
-chunks of at most ``chunk_size`` events holding only the requested columns. :func:`load_events`
-stops reading once ``max_events`` events are in, so a file larger than memory can be audited.
+Per-constituent columns (``load_events(..., constituents=...)``: the tracks, particle-flow
+candidates or vertices a multi-input tagger takes as padded sequences) hold a list of numbers per
+event instead: a 2-D ``[n_events, k]`` array (npz, HDF5, a fixed-size ROOT array), flat values
+plus per-event counts (npz), a variable-length HDF5 dataset, a Parquet ``list<number>`` column, or
+a jagged ROOT branch / RNTuple ``std::vector``. Readers hand them over as :class:`_Ragged`
+(values back to back + counts); one helper, :func:`_pad`, pads or truncates them all.
 
-Nothing here imports torch; uproot, pyarrow and h5py are imported by the reader that needs them.
+Every reader is a generator with one shape, ``reader(request) -> Iterator[Chunk]``: it opens the
+file, checks the requested columns exist and hold one number per event (a list of numbers for a
+per-constituent column), and yields chunks of at most ``chunk_size`` events holding only the
+requested columns. :func:`load_events` stops reading once ``max_events`` events are in, so a file
+larger than memory can be audited.
+
+Nothing here imports torch; uproot, awkward, pyarrow and h5py are imported by the reader that
+needs them.
 """
 
 from __future__ import annotations
@@ -24,10 +34,11 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,9 +49,14 @@ __all__ = ["SUPPORTED_SUFFIXES", "Events", "load_events"]
 #: How many available column names an error message lists before "... and N more".
 _MAX_LISTED = 30
 
+#: The largest finite float32: what the models take.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 _NEEDS_ONE_VALUE = (
     "hepguard needs one value per event: reduce it to a per-event quantity (e.g. the leading "
-    "object's value, or a count) when writing the file"
+    "object's value, or a count) when writing the file, or, for a multi-input model, declare it "
+    "as a per-constituent input (per: constituent in the uncertainty file's inputs:; "
+    "constituents= in load_events)"
 )
 
 
@@ -49,12 +65,19 @@ class Events:
     """Named per-event arrays read from one data file.
 
     Attributes:
-        features: float32 ``[n_events, n_features]``, columns in ``feature_names`` order.
-        feature_names: the ``n_features`` column names.
+        features: float32 ``[n_events, n_features]``, columns in ``feature_names`` order
+            (``n_features`` may be 0 when every input is per-constituent).
+        feature_names: the ``n_features`` per-event column names.
         labels: int64 ``[n_events]`` class index per event (0-based), or None.
         weights: float64 ``[n_events]`` event weights (negative MC weights allowed), or None
             (every event weighs 1).
         source: the file the events were read from.
+        constituents: per-constituent column name → float32 ``[n_events, length]``: each
+            event's first ``length`` entries in file order, then the column's pad value.
+            Empty unless asked for (``load_events(..., constituents=...)``).
+        constituent_counts: per-constituent column name → int64 ``[n_events]``: how many
+            entries each event holds in the file, before padding or truncation (so
+            ``np.arange(length) < counts[:, None]`` is the mask of real entries).
     """
 
     features: np.ndarray
@@ -62,6 +85,8 @@ class Events:
     labels: np.ndarray | None
     weights: np.ndarray | None
     source: Path
+    constituents: dict[str, np.ndarray] = field(default_factory=dict)
+    constituent_counts: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.features.ndim != 2 or self.features.shape[1] != len(self.feature_names):
@@ -73,6 +98,16 @@ class Events:
         for name, arr in (("labels", self.labels), ("weights", self.weights)):
             if arr is not None and arr.shape != (n,):
                 raise ValueError(f"{name} must be [{n}], got shape {arr.shape}")
+        for name, arr in self.constituents.items():
+            if arr.ndim != 2 or arr.shape[0] != n:
+                raise ValueError(
+                    f"constituents[{name!r}] must be [{n}, length], got shape {arr.shape}"
+                )
+        for name, arr in self.constituent_counts.items():
+            if name not in self.constituents:
+                raise ValueError(f"constituent_counts[{name!r}] has no constituents[{name!r}]")
+            if arr.shape != (n,):
+                raise ValueError(f"constituent_counts[{name!r}] must be [{n}], got {arr.shape}")
 
     def __len__(self) -> int:
         """Number of events."""
@@ -85,7 +120,8 @@ class Events:
 
 @dataclass(frozen=True)
 class _Request:
-    """What to read: ``columns`` (no duplicates) and, per column, its role for messages."""
+    """What to read: ``columns`` (no duplicates) and, per column, its role for messages;
+    ``constituents``: the per-constituent columns among them, with (length, pad value)."""
 
     path: Path
     columns: tuple[str, ...]
@@ -93,6 +129,7 @@ class _Request:
     chunk_size: int
     stop: int | None  # read at most this many events (None: all)
     tree: str | None
+    constituents: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def what(self, column: str) -> str:
         """``"feature 'x'"``, ``"label column 'y'"``, ... for messages."""
@@ -102,8 +139,69 @@ class _Request:
         return DataError(f"{self.path}: {text}")
 
 
-Chunk = dict[str, np.ndarray]
+@dataclass(frozen=True, eq=False)
+class _Ragged:
+    """One per-constituent column over ``len(counts)`` events: ``values`` 1-D, the entries of
+    event 0, then those of event 1, ...; ``counts`` int64 ``[n_events]``, entries per event."""
+
+    values: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray) -> _Ragged:
+        """From a 2-D ``[n_events, k]`` array: ``k`` entries per event."""
+        n, k = matrix.shape
+        return cls(matrix.reshape(-1), np.full(n, k, dtype=np.int64))
+
+    @classmethod
+    def from_objects(cls, lists: np.ndarray) -> _Ragged:
+        """From a 1-D object array of 1-D arrays (h5py's variable-length rows)."""
+        parts = [np.asarray(a) for a in lists]
+        counts = np.array([len(a) for a in parts], dtype=np.int64)
+        if not parts:
+            return cls(np.empty(0), counts)
+        if any(a.ndim != 1 for a in parts):  # refused by the caller's check
+            return cls(np.array(parts, dtype=object), counts)
+        return cls(np.concatenate(parts), counts)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """int64 ``[n_events + 1]``: event ``i`` holds ``values[offsets[i] : offsets[i + 1]]``."""
+        return np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
+
+    def rows(self, s: slice) -> _Ragged:
+        """Events ``s`` (a slice with non-negative start/stop and step 1)."""
+        start, stop, _ = s.indices(len(self))
+        return _Ragged(
+            self.values[self.offsets[start] : self.offsets[stop]], self.counts[start:stop]
+        )
+
+
+Chunk = dict[str, Any]  # column -> np.ndarray [n] (per-event) or _Ragged (per-constituent)
 Reader = Callable[[_Request], Iterator[Chunk]]
+
+
+def _pad(values: np.ndarray, counts: np.ndarray, length: int, pad_value: float) -> np.ndarray:
+    """``[n_events, length]``: each event's first ``min(count, length)`` values in order, then
+    ``pad_value``. ``values`` 1-D, events back to back; ``counts`` int64 ``[n_events]``. The dtype
+    is at least float32 (float64 for float64 and integer values), cast by the caller."""
+    n = len(counts)
+    out = np.full((n, length), pad_value, dtype=np.promote_types(values.dtype, np.float32))
+    if n == 0:
+        return out
+    k = int(counts[0])
+    if (counts == k).all():  # rectangular: a 2-D array in the file
+        out[:, : min(k, length)] = values.reshape(n, k)[:, :length]
+        return out
+    keep = np.minimum(counts, length)
+    event = np.repeat(np.arange(n), keep)
+    slot = np.arange(event.size) - np.repeat(np.cumsum(keep) - keep, keep)
+    starts = np.cumsum(counts) - counts
+    out[event, slot] = values[starts[event] + slot]
+    return out
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -142,38 +240,74 @@ def _require_columns(req: _Request, available: Sequence[str], hint: str = "") ->
     )
 
 
-def _jagged_error(req: _Request, column: str, detail: str) -> DataError:
-    return req.error(
-        f"{req.what(column)} is per-object/jagged or multi-dimensional ({detail}); "
-        + _NEEDS_ONE_VALUE
-    )
+@dataclass(frozen=True)
+class _Verdict:
+    """A format-specific verdict on a column: what it holds per event (``"scalar"``: one value;
+    ``"list"``: a list of values, jagged or fixed-size; ``"nested"``: anything deeper or
+    structured), whether those values are numeric, and the type for messages."""
+
+    shape: Literal["scalar", "list", "nested"]
+    numeric: bool
+    detail: str
 
 
-def _non_numeric_error(req: _Request, column: str, detail: str) -> DataError:
-    return req.error(
-        f"{req.what(column)} is not numeric ({detail}); expected integers, floats or booleans"
-    )
+def _check_verdict(req: _Request, column: str, verdict: _Verdict, where: str = "") -> None:
+    """Raise unless the column fits its role: one number per event for a per-event column, a
+    list of numbers per event for a per-constituent one."""
+    detail = verdict.detail + where
+    if column in req.constituents:
+        if verdict.shape == "scalar" and verdict.numeric:
+            raise req.error(
+                f"{req.what(column)} has one value per event ({detail}), not a list of "
+                "constituents: list it as a per-event feature instead"
+            )
+        if verdict.shape != "list":
+            raise req.error(
+                f"{req.what(column)} is not a list of numbers per event ({detail}); a "
+                "per-constituent column needs one number per constituent (a jagged or 2-D "
+                "[n_events, k] column)"
+            )
+    elif verdict.shape != "scalar":
+        raise req.error(
+            f"{req.what(column)} is per-object/jagged or multi-dimensional ({detail}); "
+            + _NEEDS_ONE_VALUE
+        )
+    if not verdict.numeric:
+        raise req.error(
+            f"{req.what(column)} is not numeric ({detail}); expected integers, floats or booleans"
+        )
 
 
-#: A format-specific verdict on a column: None (one number per event), or
-#: ``("jagged" | "non-numeric", detail)``.
-Problem = tuple[str, str] | None
-
-
-def _refuse(req: _Request, column: str, problem: Problem, where: str = "") -> None:
-    """Raise the jagged / non-numeric error for a column the reader found unfit."""
-    if problem is not None:
-        kind, detail = problem
-        make = _jagged_error if kind == "jagged" else _non_numeric_error
-        raise make(req, column, detail + where)
+def _numpy_verdict(dtype: np.dtype, shape: tuple[int, ...], kind: str = "numpy dtype") -> _Verdict:
+    """Verdict on a numpy array (or HDF5 dataset, or compound field) of ``shape`` (events
+    first) and ``dtype`` (possibly a sub-array dtype)."""
+    dims = len(shape) - 1 + len(dtype.shape)
+    detail = f"{kind} {dtype}, shape {shape}"
+    if dtype.kind == "O":
+        return _Verdict("nested", False, detail)
+    per_event = "scalar" if dims == 0 else "list" if dims == 1 else "nested"
+    return _Verdict(per_event, dtype.base.kind in "biuf", detail)
 
 
 def _check_array(req: _Request, column: str, arr: np.ndarray) -> None:
-    """Every chunk of every reader passes here: one number per event, numeric dtype."""
-    if arr.dtype == object or arr.ndim != 1:
-        raise _jagged_error(req, column, f"numpy dtype {arr.dtype}, shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise _non_numeric_error(req, column, f"numpy dtype {arr.dtype}")
+    """Every chunk of a per-event column passes here: one number per event, numeric dtype."""
+    _check_verdict(req, column, _numpy_verdict(arr.dtype, arr.shape))
+
+
+def _check_ragged(req: _Request, column: str, ragged: Any) -> None:
+    """Every chunk of a per-constituent column passes here: numeric values, consistent counts."""
+    if not isinstance(ragged, _Ragged):
+        raise TypeError(f"per-constituent column {column!r}: reader gave {type(ragged).__name__}")
+    values = ragged.values
+    if values.dtype.kind == "O" or values.ndim != 1:
+        detail = f"numpy dtype {values.dtype}, shape {values.shape} per chunk"
+        _check_verdict(req, column, _Verdict("nested", False, detail))
+    _check_verdict(req, column, _Verdict("list", values.dtype.kind in "biuf", str(values.dtype)))
+    if ragged.counts.sum() != len(values):
+        raise req.error(
+            f"{req.what(column)}: the per-event counts add up to {int(ragged.counts.sum())} "
+            f"entries, but there are {len(values)} values"
+        )
 
 
 def _check_lengths(req: _Request, lengths: dict[str, int]) -> int:
@@ -195,9 +329,14 @@ def _slices(n: int, req: _Request) -> Iterator[slice]:
 # --------------------------------------------------------------------------------------------
 # Readers: one per format, same shape
 
+#: The npz array holding the per-event entry counts of a ragged per-constituent column ``c``
+#: stored flat (all events' values back to back in ``c``).
+_NPZ_COUNTS = "{}_counts"
+
 
 def _read_npz(req: _Request) -> Iterator[Chunk]:
-    """``.npz``: 1-D array per column, or 2-D ``features`` + string ``feature_names``."""
+    """``.npz``: 1-D array per column, or 2-D ``features`` + string ``feature_names``.
+    Per-constituent columns: a 2-D array, or flat values + ``<column>_counts``."""
     try:
         npz = np.load(req.path, allow_pickle=False)
     except ValueError as exc:
@@ -216,9 +355,16 @@ def _read_npz(req: _Request) -> Iterator[Chunk]:
         except ValueError as exc:
             if "allow_pickle" not in str(exc):
                 raise
+            ragged = ""
+            if key in req.constituents:
+                ragged = (
+                    f". For ragged per-constituent values store them flat in {key!r} (all events "
+                    f"back to back) with the per-event counts in {_NPZ_COUNTS.format(key)!r}, "
+                    "or as a padded 2-D array [n_events, k]"
+                )
             raise req.error(
                 f"array {key!r} is an object array: object arrays are refused (loading them "
-                "would unpickle untrusted data); store plain numeric arrays"
+                f"would unpickle untrusted data); store plain numeric arrays{ragged}"
             ) from exc
 
     with npz:
@@ -248,25 +394,65 @@ def _read_npz(req: _Request) -> Iterator[Chunk]:
             )
         _require_columns(req, keys, hint)
 
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, Any] = {}
         for c in req.columns:
             arr = matrix[:, matrix_names.index(c)] if c in matrix_names else get(c)
-            _check_array(req, c, arr)
-            arrays[c] = arr
+            if c not in req.constituents:
+                _check_array(req, c, arr)
+                arrays[c] = arr
+            elif arr.ndim == 1 and c not in matrix_names and _NPZ_COUNTS.format(c) in keys:
+                arrays[c] = _npz_flat(req, c, arr, get(_NPZ_COUNTS.format(c)))
+            else:
+                _check_verdict(req, c, _numpy_verdict(arr.dtype, arr.shape))
+                arrays[c] = _Ragged.from_matrix(arr)
         n = _check_lengths(req, {c: len(a) for c, a in arrays.items()})
         for s in _slices(n, req):
-            yield {c: a[s] for c, a in arrays.items()}
+            yield {c: a.rows(s) if isinstance(a, _Ragged) else a[s] for c, a in arrays.items()}
 
 
-def _arrow_problem(t: Any) -> Problem:
+def _npz_flat(req: _Request, column: str, values: np.ndarray, counts: np.ndarray) -> _Ragged:
+    """A ragged per-constituent npz column: flat ``values`` + per-event ``counts``."""
+    name = _NPZ_COUNTS.format(column)
+    if counts.ndim != 1 or counts.dtype.kind not in "iu" or (counts < 0).any():
+        raise req.error(
+            f"{name!r} (the per-event entry counts of {req.what(column)}) must be a 1-D array "
+            f"of non-negative integers, got dtype {counts.dtype}, shape {counts.shape}"
+        )
+    if int(counts.sum()) != len(values):
+        raise req.error(
+            f"{req.what(column)} holds {len(values)} values but its counts {name!r} add up to "
+            f"{int(counts.sum())}"
+        )
+    return _Ragged(values, counts.astype(np.int64))
+
+
+def _arrow_verdict(t: Any) -> _Verdict:
     """Verdict on a Parquet column of Arrow type ``t``."""
     import pyarrow as pa
 
+    def numeric(u: Any) -> bool:
+        return bool(pa.types.is_integer(u) or pa.types.is_floating(u) or pa.types.is_boolean(u))
+
+    detail = f"parquet type {t}"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        if pa.types.is_nested(t.value_type):
+            return _Verdict("nested", False, detail)
+        return _Verdict("list", numeric(t.value_type), detail)
     if pa.types.is_nested(t):
-        return "jagged", f"parquet type {t}"
-    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-        return "non-numeric", f"parquet type {t}"
-    return None
+        return _Verdict("nested", False, detail)
+    return _Verdict("scalar", numeric(t), detail)
+
+
+def _ragged_arrow(col: Any) -> _Ragged:
+    """A list column of a record batch; a null list has no entries, a null entry is NaN."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counts = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+    flat = col.flatten()
+    if flat.null_count:  # missing values become NaN, refused downstream
+        flat = flat.cast(pa.float64())
+    return _Ragged(flat.to_numpy(zero_copy_only=False), counts.astype(np.int64))
 
 
 def _read_parquet(req: _Request) -> Iterator[Chunk]:
@@ -278,12 +464,15 @@ def _read_parquet(req: _Request) -> Iterator[Chunk]:
         schema = pf.schema_arrow
         _require_columns(req, schema.names)
         for c in req.columns:
-            _refuse(req, c, _arrow_problem(schema.field(c).type))
+            _check_verdict(req, c, _arrow_verdict(schema.field(c).type))
         seen = 0
         for batch in pf.iter_batches(batch_size=req.chunk_size, columns=list(req.columns)):
-            chunk = {}
+            chunk: Chunk = {}
             for c in req.columns:
                 col = batch.column(c)
+                if c in req.constituents:
+                    chunk[c] = _ragged_arrow(col)
+                    continue
                 if col.null_count:  # missing values become NaN, refused downstream
                     col = col.cast(pa.float64())
                 chunk[c] = col.to_numpy(zero_copy_only=False)
@@ -293,21 +482,32 @@ def _read_parquet(req: _Request) -> Iterator[Chunk]:
                 return
 
 
-def _h5_problem(dtype: np.dtype, shape: tuple[int, ...]) -> Problem:
+def _h5_verdict(dtype: np.dtype, shape: tuple[int, ...]) -> _Verdict:
     """Verdict on an HDF5 column: a dataset, or a field of a compound dataset of ``shape``."""
     import h5py
 
-    if h5py.check_vlen_dtype(dtype) is not None and h5py.check_string_dtype(dtype) is None:
-        return "jagged", f"variable-length HDF5 type {dtype}"
-    if dtype.subdtype is not None or len(shape) != 1:
-        return "jagged", f"HDF5 {dtype} of shape {shape}"
-    if dtype.kind not in "biuf":
-        return "non-numeric", f"HDF5 type {dtype}"
-    return None
+    if h5py.check_string_dtype(dtype) is not None:
+        return _Verdict("scalar" if len(shape) == 1 else "nested", False, f"HDF5 type {dtype}")
+    base = h5py.check_vlen_dtype(dtype)
+    if base is not None:
+        detail = f"variable-length HDF5 type {dtype} of {base}"
+        if len(shape) != 1 or base.shape or base.names:
+            return _Verdict("nested", False, detail)
+        return _Verdict("list", base.kind in "biuf", detail)
+    return _numpy_verdict(dtype, shape, "HDF5")
+
+
+def _h5_column(req: _Request, column: str, rows: np.ndarray) -> np.ndarray | _Ragged:
+    """Rows of one HDF5 column as the assembler takes them."""
+    if column not in req.constituents:
+        return rows
+    if rows.dtype.kind == "O":  # variable-length
+        return _Ragged.from_objects(rows)
+    return _Ragged.from_matrix(rows)
 
 
 def _read_hdf5(req: _Request) -> Iterator[Chunk]:
-    """``.h5`` / ``.hdf5``: 1-D datasets (one per column) or one compound dataset."""
+    """``.h5`` / ``.hdf5``: datasets (one per column) or one compound dataset."""
     import h5py
 
     with h5py.File(req.path, "r") as f:
@@ -334,24 +534,31 @@ def _read_hdf5(req: _Request) -> Iterator[Chunk]:
             _require_columns(req, list(node.dtype.names))
             for c in req.columns:
                 where = f" in compound dataset {node.name!r}"
-                _refuse(req, c, _h5_problem(node.dtype[c], node.shape), where)
+                _check_verdict(req, c, _h5_verdict(node.dtype[c], node.shape), where)
             view = node.fields(list(req.columns))
             for s in _slices(node.shape[0], req):
                 rows = view[s]
-                yield {c: rows[c] for c in req.columns}
+                yield {c: _h5_column(req, c, rows[c]) for c in req.columns}
             return
         _require_columns(req, list(datasets))
         for c in req.columns:
-            _refuse(req, c, _h5_problem(datasets[c].dtype, datasets[c].shape))
+            _check_verdict(req, c, _h5_verdict(datasets[c].dtype, datasets[c].shape))
         n = _check_lengths(req, {c: datasets[c].shape[0] for c in req.columns})
         for s in _slices(n, req):
-            yield {c: datasets[c][s] for c in req.columns}
+            yield {c: _h5_column(req, c, datasets[c][s]) for c in req.columns}
 
 
 _ROOT_TREE_CLASSES = ("TTree", "TNtuple", "TNtupleD", "ROOT::RNTuple")
 
+_ROOT_SCALAR = r"(bool|char|float|double|std::byte|std::u?int(8|16|32|64)_t)"
+
 #: RNTuple field types that hold one number per entry.
-_RNTUPLE_SCALAR = re.compile(r"(bool|char|float|double|std::byte|std::u?int(8|16|32|64)_t)")
+_RNTUPLE_SCALAR = re.compile(_ROOT_SCALAR)
+
+#: RNTuple field types that hold a list of numbers per entry.
+_RNTUPLE_LIST = re.compile(
+    rf"(std::vector|ROOT::VecOps::RVec|ROOT::RVec)<{_ROOT_SCALAR}>|std::array<{_ROOT_SCALAR},\d+>"
+)
 
 
 def _root_tree(req: _Request, file: Any) -> Any:
@@ -377,15 +584,18 @@ def _root_tree(req: _Request, file: Any) -> Any:
     return file[name]
 
 
-def _root_problem(branch: Any) -> Problem:
+def _root_verdict(branch: Any) -> _Verdict:
     """Verdict on a TTree branch or an RNTuple field."""
     detail = f"ROOT type {branch.typename}"
     if not hasattr(branch, "interpretation"):  # an RNTuple field
-        if _RNTUPLE_SCALAR.fullmatch(branch.typename) and not branch.keys():
-            return None
-        if re.search(r"vector|RVec|array|\[|<", branch.typename) or branch.keys():
-            return "jagged", detail
-        return "non-numeric", detail
+        typename = branch.typename.replace(" ", "")
+        if _RNTUPLE_SCALAR.fullmatch(typename) and not branch.keys():
+            return _Verdict("scalar", True, detail)
+        if _RNTUPLE_LIST.fullmatch(typename):
+            return _Verdict("list", True, detail)
+        if re.search(r"vector|RVec|array|\[|<", typename) or branch.keys():
+            return _Verdict("nested", False, detail)
+        return _Verdict("scalar", False, detail)
 
     from uproot.interpretation.jagged import AsJagged
     from uproot.interpretation.numerical import Numerical
@@ -393,29 +603,68 @@ def _root_problem(branch: Any) -> Problem:
     from uproot.interpretation.strings import AsStrings
 
     interp = branch.interpretation
-    if isinstance(interp, (AsJagged, AsObjects)):
-        return "jagged", detail
+    if isinstance(interp, AsJagged):
+        content = interp.content
+        if isinstance(content, Numerical) and not getattr(content, "inner_shape", ()):
+            return _Verdict("list", True, detail)
+        return _Verdict("nested", False, detail)
+    if isinstance(interp, AsObjects):
+        return _Verdict("nested", False, detail)
     if isinstance(interp, AsStrings):
-        return "non-numeric", detail
+        return _Verdict("scalar", False, detail)
     if isinstance(interp, Numerical):
-        if getattr(interp, "inner_shape", ()):
-            return "jagged", detail + " (a fixed-size array per event)"
-        return None
-    return "non-numeric", f"{detail}, no numeric interpretation ({type(interp).__name__})"
+        inner = getattr(interp, "inner_shape", ())
+        if not inner:
+            return _Verdict("scalar", True, detail)
+        return _Verdict(
+            "list" if len(inner) == 1 else "nested",
+            True,
+            f"{detail} (a fixed-size array per event)",
+        )
+    return _Verdict(
+        "scalar", False, f"{detail}, no numeric interpretation ({type(interp).__name__})"
+    )
+
+
+def _ragged_awkward(req: _Request, column: str, arr: Any) -> _Ragged:
+    """A jagged (or regular) awkward array ``[n_events, var]`` as values + counts; a missing
+    entry is NaN."""
+    import awkward as ak
+
+    if arr.ndim != 2:
+        _check_verdict(req, column, _Verdict("nested", False, f"awkward type {arr.type}"))
+    flat = ak.flatten(arr, axis=1)
+    if ak.is_none(flat).to_numpy().any():  # missing values become NaN, refused downstream
+        flat = ak.fill_none(flat, np.nan)
+    return _Ragged(ak.to_numpy(flat), ak.to_numpy(ak.num(arr, axis=1)).astype(np.int64))
 
 
 def _read_root(req: _Request) -> Iterator[Chunk]:
-    """``.root``: flat branches of one TTree (or fields of an RNTuple), via ``tree.iterate``."""
+    """``.root``: branches of one TTree (or fields of an RNTuple), via ``tree.iterate``:
+    flat ones for per-event columns, jagged or fixed-size arrays for per-constituent ones."""
     import uproot
 
     with uproot.open(req.path) as file:
         tree = _root_tree(req, file)
         _require_columns(req, list(tree.keys()))
         for c in req.columns:
-            _refuse(req, c, _root_problem(tree[c]), f" in tree {tree.name!r}")
-        yield from tree.iterate(
-            list(req.columns), step_size=req.chunk_size, entry_stop=req.stop, library="np"
-        )
+            _check_verdict(req, c, _root_verdict(tree[c]), f" in tree {tree.name!r}")
+        if not req.constituents:
+            yield from tree.iterate(
+                list(req.columns), step_size=req.chunk_size, entry_stop=req.stop, library="np"
+            )
+            return
+        import awkward as ak
+
+        for arrays in tree.iterate(
+            list(req.columns), step_size=req.chunk_size, entry_stop=req.stop, library="ak"
+        ):
+            yield {
+                c: _ragged_awkward(req, c, arrays[c])
+                if c in req.constituents
+                else ak.to_numpy(arrays[c])
+                for c in req.columns
+            }
 
 
 #: suffix (lower case) → (format name, reader)
@@ -457,8 +706,40 @@ def _guarded(req: _Request, fmt: str, chunks: Iterator[Chunk]) -> Iterator[Chunk
 # Assembling the chunks into Events
 
 
+def _float32(req: _Request, column: str, values: np.ndarray, first_event: int) -> np.ndarray:
+    """``values`` ([n] or [n, length], events first) as float32; raise on a finite value beyond
+    the float32 range, naming the event (``first_event`` is the index of row 0)."""
+    with np.errstate(over="ignore"):
+        out = values.astype(np.float32)
+    if values.dtype.kind == "f":
+        overflow = np.isinf(out) & np.isfinite(values)
+        if overflow.any():
+            at = np.unravel_index(int(np.argmax(overflow)), values.shape)
+            raise req.error(
+                f"{req.what(column)}: value {_value(values[at])} at event {first_event + at[0]} "
+                "is beyond the float32 range (±3.4e38) the models take"
+            )
+    return out
+
+
+def _non_finite(req: _Request, column: str, values: np.ndarray) -> str | None:
+    """``"feature 'x' has 3 NaN/inf values (first at event 17: nan)"`` for a column [n] (or
+    [n, length]: the first event, then its first bad constituent); None when all finite."""
+    bad = ~np.isfinite(values)
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return None
+    at = np.unravel_index(int(np.argmax(bad)), values.shape)
+    where = f"event {at[0]}" + (f", constituent {at[1]}" if values.ndim == 2 else "")
+    return (
+        f"{req.what(column)} has {n_bad} NaN/inf value{'s' if n_bad > 1 else ''} "
+        f"(first at {where}: {_value(values[at])})"
+    )
+
+
 class _Assembler:
-    """Collects chunks into features/labels/weights, checking values as they come in."""
+    """Collects chunks into features/labels/weights and padded per-constituent columns,
+    checking values as they come in."""
 
     def __init__(
         self,
@@ -475,6 +756,8 @@ class _Assembler:
         self.blocks: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.weights: list[np.ndarray] = []
+        self.padded: dict[str, list[np.ndarray]] = {c: [] for c in req.constituents}
+        self.counts: dict[str, list[np.ndarray]] = {c: [] for c in req.constituents}
 
     @property
     def full(self) -> bool:
@@ -484,24 +767,23 @@ class _Assembler:
         """Take the chunk's rows, up to ``stop`` events in all."""
         req = self.req
         for c in req.columns:
-            _check_array(req, c, np.asarray(chunk[c]))
+            if c in req.constituents:
+                _check_ragged(req, c, chunk[c])
+            else:
+                _check_array(req, c, np.asarray(chunk[c]))
         n_chunk = _check_lengths(req, {c: len(chunk[c]) for c in req.columns})
         take = n_chunk if req.stop is None else min(n_chunk, req.stop - self.n)
-        cols = {c: np.asarray(chunk[c])[:take] for c in req.columns}
+        cols = {c: np.asarray(chunk[c])[:take] for c in req.columns if c not in req.constituents}
 
         block = np.empty((take, len(self.feature_names)), dtype=np.float32)
         for j, name in enumerate(self.feature_names):
-            with np.errstate(over="ignore"):
-                block[:, j] = cols[name]
-            if cols[name].dtype.kind == "f":
-                overflow = np.isinf(block[:, j]) & np.isfinite(cols[name])
-                if overflow.any():
-                    i = int(np.argmax(overflow))
-                    raise req.error(
-                        f"{req.what(name)}: value {_value(cols[name][i])} at event {self.n + i} is "
-                        "beyond the float32 range (±3.4e38) the models take"
-                    )
+            block[:, j] = _float32(req, name, cols[name], self.n)
         self.blocks.append(block)
+        for c, (length, pad_value) in req.constituents.items():
+            ragged = chunk[c].rows(slice(0, take))
+            padded = _pad(ragged.values, ragged.counts, length, pad_value)
+            self.padded[c].append(_float32(req, c, padded, self.n))
+            self.counts[c].append(ragged.counts)
         if isinstance(self.label, str):
             self.labels.append(self._class_index(cols[self.label]))
         elif self.label is not None:
@@ -556,31 +838,23 @@ class _Assembler:
         if self.n == 0:
             raise req.error("no events: the file holds none")
         features = np.concatenate(self.blocks) if len(self.blocks) > 1 else self.blocks[0]
-        finite = np.isfinite(features)
-        if not finite.all():
-            problems = []
-            for j in np.flatnonzero(~finite.all(axis=0)):
-                bad = ~finite[:, j]
-                i = int(np.argmax(bad))
-                first = _value(features[i, j])
-                problems.append(
-                    f"{req.what(self.feature_names[j])} has {int(bad.sum())} NaN/inf "
-                    f"value{'s' if bad.sum() > 1 else ''} (first at event {i}: {first})"
-                )
+        constituents = {c: np.concatenate(parts) for c, parts in self.padded.items()}
+        problems = [
+            _non_finite(req, self.feature_names[j], features[:, j])
+            for j in np.flatnonzero(~np.isfinite(features).all(axis=0))
+        ]
+        problems += [_non_finite(req, c, arr) for c, arr in constituents.items()]
+        found = [p for p in problems if p is not None]
+        if found:
             raise req.error(
-                "; ".join(problems) + ". Inputs must be finite: encode 'missing' as a sentinel "
+                "; ".join(found) + ". Inputs must be finite: encode 'missing' as a sentinel "
                 "value (e.g. -999) and declare it as a sentinel of the feature in the "
                 "uncertainty file"
             )
         weights = np.concatenate(self.weights) if self.weights else None
-        if weights is not None and not np.isfinite(weights).all():
-            bad = ~np.isfinite(weights)
-            i = int(np.argmax(bad))
-            raise req.error(
-                f"weight column {self.weight!r} has {int(bad.sum())} NaN/inf "
-                f"value{'s' if bad.sum() > 1 else ''} (first at event {i}: {_value(weights[i])}); "
-                "weights must be finite (negative weights are fine)"
-            )
+        problem = None if weights is None else _non_finite(req, str(self.weight), weights)
+        if problem is not None:
+            raise req.error(problem + "; weights must be finite (negative weights are fine)")
         labels = np.concatenate(self.labels) if self.labels else None
         return Events(
             features=np.ascontiguousarray(features),
@@ -588,6 +862,8 @@ class _Assembler:
             labels=labels,
             weights=weights,
             source=req.path,
+            constituents=constituents,
+            constituent_counts={c: np.concatenate(parts) for c, parts in self.counts.items()},
         )
 
 
@@ -595,12 +871,14 @@ class _Assembler:
 # Entry point
 
 
-def _names(path: Path, value: Sequence[str], what: str) -> tuple[str, ...]:
+def _names(
+    path: Path, value: Sequence[str], what: str, allow_empty: bool = False
+) -> tuple[str, ...]:
     """Validated tuple of distinct column names."""
     if isinstance(value, (str, bytes)):
         raise DataError(f"{path}: {what} must be a list of column names, got the string {value!r}")
     names = tuple(value)
-    if not names:
+    if not names and not allow_empty:
         raise DataError(f"{path}: {what}: no column names given")
     for n in names:
         if not isinstance(n, str) or not n:
@@ -611,22 +889,70 @@ def _names(path: Path, value: Sequence[str], what: str) -> tuple[str, ...]:
     return names
 
 
+def _constituent_specs(
+    path: Path, value: Mapping[str, tuple[int, float]] | None
+) -> dict[str, tuple[int, float]]:
+    """Validated ``{column: (length, pad_value)}``: length >= 1, pad value finite in float32."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise DataError(
+            f"{path}: constituents must be a mapping column -> (length, pad_value), "
+            f"got {type(value).__name__}"
+        )
+    specs: dict[str, tuple[int, float]] = {}
+    for name, spec in value.items():
+        if not isinstance(name, str) or not name:
+            raise DataError(
+                f"{path}: constituents: column names must be non-empty strings, got {name!r}"
+            )
+        if isinstance(spec, (str, bytes)) or not isinstance(spec, Sequence) or len(spec) != 2:
+            raise DataError(
+                f"{path}: constituents[{name!r}] must be (length, pad_value), got {spec!r}"
+            )
+        length, pad_value = spec
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+            raise DataError(
+                f"{path}: constituents[{name!r}]: length must be a positive integer, got {length!r}"
+            )
+        if (
+            isinstance(pad_value, bool)
+            or not isinstance(pad_value, (int, float, np.integer, np.floating))
+            or not abs(float(pad_value)) <= _FLOAT32_MAX
+        ):
+            raise DataError(
+                f"{path}: constituents[{name!r}]: pad_value must be a finite number in the "
+                f"float32 range, got {pad_value!r}"
+            )
+        specs[name] = (int(length), float(pad_value))
+    return specs
+
+
 def load_events(
     path: str | Path,
     feature_names: Sequence[str],
     *,
+    constituents: Mapping[str, tuple[int, float]] | None = None,
     label: str | Sequence[str] | None = None,
     weight: str | None = None,
     tree: str | None = None,
     max_events: int | None = None,
     chunk_size: int = 200_000,
 ) -> Events:
-    """Read the features (and labels, weights) of the first ``max_events`` events of a file.
+    """Read the features (and labels, weights, padded per-constituent columns) of the first
+    ``max_events`` events of a file.
 
     Args:
         path: a ``.npz``, ``.parquet``/``.pq``, ``.h5``/``.hdf5`` or ``.root`` file.
-        feature_names: the feature columns, in the order the model takes them; the result's
-            ``features`` [n_events, len(feature_names)] follow this order, not the file's.
+        feature_names: the per-event feature columns (one number per event), in the order the
+            model takes them; the result's ``features`` [n_events, len(feature_names)] follow
+            this order, not the file's. May be empty when ``constituents`` is given.
+        constituents: per-constituent columns (a list of numbers per event: tracks, particle-
+            flow candidates, vertices, ...) → ``(length, pad_value)``. Each is returned in
+            ``Events.constituents`` as float32 [n_events, length]: the event's first ``length``
+            entries in file order, padded with ``pad_value``; ``Events.constituent_counts`` holds
+            the entries per event before padding or truncation. Not listed in
+            ``feature_names``. None: no per-constituent columns.
         label: one column of class indices 0, 1, 2, ..., or a list of one-hot columns (the
             label is the index of the column holding the 1); None for no labels.
         weight: the event-weight column (negative weights allowed); None for unit weights.
@@ -637,15 +963,18 @@ def load_events(
             beyond the result.
 
     Returns:
-        The :class:`Events`; ``features`` float32, ``labels`` int64, ``weights`` float64.
+        The :class:`Events`; ``features`` float32, ``labels`` int64, ``weights`` float64,
+        ``constituents`` float32, ``constituent_counts`` int64.
 
     Raises:
         DataError: the file is missing, unreadable or of an unknown format; a column is missing,
-            jagged, multi-dimensional or not numeric; a feature or weight holds NaN/inf; a label
+            jagged, multi-dimensional or not numeric (a per-constituent column: not a list of
+            numbers per event); a feature, constituent entry or weight holds NaN/inf; a label
             is not a non-negative integer (or a one-hot row is not one-hot); no events.
     """
     path = Path(path)
-    features = _names(path, feature_names, "feature_names")
+    specs = _constituent_specs(path, constituents)
+    features = _names(path, feature_names, "feature_names", allow_empty=bool(specs))
     lab: str | tuple[str, ...] | None
     if label is None or isinstance(label, str):
         lab = label
@@ -667,6 +996,22 @@ def load_events(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
 
+    roles: dict[str, str] = {}
+    for c in features:
+        roles.setdefault(c, "feature")
+    for c in (lab,) if isinstance(lab, str) else lab or ():
+        roles.setdefault(c, "label column")
+    if weight is not None:
+        roles.setdefault(weight, "weight column")
+    for c in specs:
+        if c in roles:
+            raise DataError(
+                f"{path}: column {c!r} is given both as a per-constituent column and as a "
+                f"{roles[c]}; a per-constituent column is read on its own (list only per-event "
+                "columns in feature_names)"
+            )
+        roles[c] = "per-constituent column"
+
     if not path.exists():
         raise DataError(f"{path}: no such data file")
     if not path.is_file():
@@ -679,13 +1024,6 @@ def load_events(
         )
     fmt, reader = _READERS[suffix]
 
-    roles: dict[str, str] = {}
-    for c in features:
-        roles.setdefault(c, "feature")
-    for c in (lab,) if isinstance(lab, str) else lab or ():
-        roles.setdefault(c, "label column")
-    if weight is not None:
-        roles.setdefault(weight, "weight column")
     req = _Request(
         path=path,
         columns=tuple(roles),
@@ -693,6 +1031,7 @@ def load_events(
         chunk_size=int(chunk_size),
         stop=None if max_events is None else int(max_events),
         tree=tree,
+        constituents=specs,
     )
     out = _Assembler(req, features, lab, weight)
     with contextlib.closing(_guarded(req, fmt, reader(req))) as chunks:

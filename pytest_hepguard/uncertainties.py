@@ -119,18 +119,57 @@ class GateSpec:
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """One input tensor of a multi-input model (the ``inputs:`` section).
+
+    ``per="event"``: ``features`` give a [batch, n_features] tensor. ``per="constituent"``:
+    ``length`` constituents (tracks, particle-flow candidates, vertices) of ``features`` each,
+    padded with ``pad_value``: [batch, length, n_features], or [batch, n_features, length] with
+    ``channels_first`` (weaver's layout, ParticleNet's). ``per="mask"``: 1 for real
+    constituents of the inputs in ``mask_of`` and 0 for padding, [batch, 1, length] with
+    ``channels_first``, else [batch, length, 1]; never perturbed. Padding is never moved.
+    """
+
+    name: str
+    per: Literal["event", "constituent", "mask"]
+    features: tuple[str, ...] = ()
+    length: int | None = None
+    pad_value: float = 0.0
+    channels_first: bool = False
+    mask_of: tuple[str, ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class UncertaintyModel:
-    """A validated uncertainty file. ``features`` are in the model's input order."""
+    """A validated uncertainty file. ``features`` are in the model's input order (for a
+    single-input model; with ``inputs`` the order within each input is that of ``inputs``)."""
 
     features: tuple[FeatureSpec, ...]
     decision: DecisionSpec
     data: DataSpec
     gates: tuple[GateSpec, ...]
     source: Path | None = None
+    inputs: tuple[InputSpec, ...] = ()
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
+
+    def data_columns(self) -> tuple[tuple[str, ...], dict[str, tuple[int, float]]]:
+        """What to read from the data file: the per-event feature columns, and the
+        per-constituent columns with their (length, pad value)."""
+        if not self.inputs:
+            return self.feature_names, {}
+        per_event: list[str] = []
+        constituents: dict[str, tuple[int, float]] = {}
+        for spec in self.inputs:
+            if spec.per == "event":
+                per_event += spec.features
+            elif spec.per == "constituent":
+                assert spec.length is not None
+                constituents.update((f, (spec.length, spec.pad_value)) for f in spec.features)
+        return tuple(per_event), constituents
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +179,10 @@ class UncertaintyModel:
 #: Format versions this parser reads.
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 
-_TOP_KEYS = ("version", "features", "decision", "data", "gates")
+_TOP_KEYS = ("version", "features", "inputs", "decision", "data", "gates")
+_INPUT_KEYS = ("features", "per", "length", "pad_value", "layout", "mask_of")
+_PER = ("event", "constituent", "mask")
+_LAYOUTS = ("channels_last", "channels_first")
 _KINDS: tuple[SigmaKind, ...] = ("absolute", "relative", "std")
 _SIDES = ("up", "down")
 _FEATURE_KEYS = (*_KINDS, *_SIDES, "min", "max", "integer", "sentinel", "frozen")
@@ -293,8 +335,10 @@ def parse_uncertainties(text: str, source: Path | None = None) -> UncertaintyMod
     top = _mapping(doc, root, _TOP_KEYS, "a mapping with `version: 1` and `features:`")
     _check_version(top, root)
     folder = None if source is None else Path(source).parent
+    features = _features(top, root)
     return UncertaintyModel(
-        features=_features(top, root),
+        features=features,
+        inputs=_optional(top, "inputs", root, partial(_inputs, features=features), ()),
         decision=_optional(top, "decision", root, _decision, DecisionSpec()),
         data=_optional(top, "data", root, partial(_data, folder=folder), DataSpec()),
         gates=_optional(top, "gates", root, _gates, ()),
@@ -546,6 +590,113 @@ def _sentinels(value: object, where: _Where) -> tuple[float, ...]:
 
 
 # ---- decision ---------------------------------------------------------------------------------
+
+
+# ---- inputs (multi-input models) ------------------------------------------------------------
+
+
+def _inputs(
+    value: object, where: _Where, features: tuple[FeatureSpec, ...]
+) -> tuple[InputSpec, ...]:
+    """The ``inputs:`` mapping: model input name -> per-event feature list, or a mapping."""
+    expected = "a mapping of model input name -> its features (a list, or a mapping with per:)"
+    inputs = _mapping(value, where, None, expected)
+    if not inputs:
+        raise where.error("empty", f"expected {expected}")
+    entries = list(_named(inputs, where, "input"))
+    specs = tuple(_input(name, v, at) for name, v, at in entries)
+    declared = {f.name for f in features}
+    used: dict[str, str] = {}
+    resolved: list[InputSpec] = []
+    for spec, (name, _, at) in zip(specs, entries, strict=True):
+        for feature in spec.features:
+            if feature not in declared:
+                raise at.error(
+                    f"feature {feature!r} is not declared under features:",
+                    f"declare its envelope there{_did_you_mean(feature, sorted(declared))}",
+                )
+            if feature in used:
+                raise at.error(f"feature {feature!r} is already in input {used[feature]!r}")
+            used[feature] = name
+        for target in spec.mask_of:
+            other = next((s for s in specs if s.name == target), None)
+            if other is None or other.per != "constituent":
+                raise at.error(
+                    f"mask_of names {target!r}, which is not a per-constituent input",
+                    "list inputs declared with per: constituent",
+                )
+            if spec.length is None:
+                spec = replace(spec, length=other.length)
+            if other.length != spec.length:
+                raise at.error(f"length {spec.length} differs from {target!r}'s {other.length}")
+        resolved.append(spec)
+    unused = [f.name for f in features if f.name not in used]
+    if unused:
+        raise where.error(
+            f"feature(s) {', '.join(map(repr, unused))} are declared but in no input",
+            "every feature under features: must belong to one input",
+        )
+    return tuple(resolved)
+
+
+def _input(name: str, value: object, where: _Where) -> InputSpec:
+    if isinstance(value, list):
+        return InputSpec(name, "event", _feature_list(value, where), line=where.line)
+    spec = _mapping(value, where, _INPUT_KEYS, "a list of features, or a mapping with per:")
+    per = _choice(spec.get("per", "event"), where.at(spec, "per"), _PER)
+    layout = _choice(spec.get("layout", "channels_last"), where.at(spec, "layout"), _LAYOUTS)
+    length = None
+    if per != "event":
+        if spec.get("length") is None and per == "constituent":
+            raise where.at(spec, "length").error(
+                "missing",
+                "a per-constituent input needs the number of constituents the model takes",
+            )
+        if spec.get("length") is not None:
+            raw = spec["length"]
+            if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+                raise where.at(spec, "length").error(
+                    f"got {_show(raw)}", "expected a whole number >= 1"
+                )
+            length = raw
+    elif "length" in spec or "layout" in spec or "pad_value" in spec:
+        key = next(k for k in ("length", "layout", "pad_value") if k in spec)
+        raise where.at(spec, key).error("only for per: constituent or per: mask inputs")
+    features: tuple[str, ...] = ()
+    mask_of: tuple[str, ...] = ()
+    if per == "mask":
+        if "features" in spec:
+            raise where.at(spec, "features").error("a mask input has no features")
+        if spec.get("mask_of") is None:
+            raise where.at(spec, "mask_of").error(
+                "missing", "name the per-constituent input(s) it masks"
+            )
+        mask_of = tuple(
+            _string(item, at) for item, at in _items(spec["mask_of"], where.at(spec, "mask_of"))
+        )
+    else:
+        if "mask_of" in spec:
+            raise where.at(spec, "mask_of").error("only for per: mask inputs")
+        if spec.get("features") is None:
+            raise where.at(spec, "features").error("missing", "list the input's features in order")
+        features = _feature_list(spec["features"], where.at(spec, "features"))
+    pad = _number(spec["pad_value"], where.at(spec, "pad_value")) if "pad_value" in spec else 0.0
+    return InputSpec(
+        name,
+        per,  # type: ignore[arg-type]
+        features,
+        length,
+        pad,
+        layout == "channels_first",
+        mask_of,
+        where.line,
+    )
+
+
+def _feature_list(value: object, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise where.error(f"got {_show(value)}", "expected a non-empty list of feature names")
+    return tuple(_string(item, at) for item, at in _items(value, where))
 
 
 def _decision(value: object, where: _Where) -> DecisionSpec:

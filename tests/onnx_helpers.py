@@ -35,14 +35,16 @@ def export(
     exporter: str = "legacy",
     opset: int = 17,
     dynamic_batch: bool = True,
+    input_names: Sequence[str] | None = None,
 ) -> onnx.ModelProto:
     """Export ``module`` (eval mode) called on ``inputs`` to ``path``; returns the loaded model.
 
-    Inputs are named ``in0, in1, ...``, outputs ``out0, ...``; with ``dynamic_batch`` the first
-    axis of every input is symbolic. The exporters' progress prints and warnings are swallowed.
+    Inputs are named ``input_names`` (default ``in0, in1, ...``), outputs ``out0, ...``; with
+    ``dynamic_batch`` the first axis of every input is symbolic. The exporters' progress
+    prints and warnings are swallowed.
     """
     module = module.eval()
-    names = [f"in{i}" for i in range(len(inputs))]
+    names = list(input_names or (f"in{i}" for i in range(len(inputs))))
     with torch.no_grad():
         n_out = len(_as_tuple(module(*inputs)))
     out_names = [f"out{i}" for i in range(n_out)]

@@ -403,7 +403,10 @@ def test_summary_table() -> None:
     assert re.search(
         r"^b\s+fooling_rate\s+0\.02\s+0\.021\s+\+0\.001\s+within margin", "\n".join(lines), re.M
     )
-    assert lines[-1].startswith("REGRESSION a: fooling_rate rose from 0.02 to 0.05")
+    assert lines[-2].startswith("REGRESSION a: fooling_rate rose from 0.02 to 0.05")
+    assert lines[-1] == (
+        "1 regression(s) beyond the --hepguard-compare-fail margins: the run fails (exit code 1)"
+    )
 
 
 def test_summary_without_regression() -> None:

@@ -627,6 +627,404 @@ def test_real_nanoaod() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Per-constituent columns: padded / truncated to a fixed length, every format
+
+Lists = dict[str, list[np.ndarray]]  # column -> one 1-D array of entries per event
+ConstituentWriter = Callable[[Path, Columns, Lists], Path]
+
+LENGTH = 5
+CONSTITUENTS = {"trk_pt": (LENGTH, 0.0), "trk_q": (LENGTH, -9.0)}
+NC = 300
+
+
+def constituent_sample(rectangular: bool, n: int = NC, seed: int = 3) -> tuple[Columns, Lists]:
+    """Per-event columns and two per-constituent columns (float64 pT, int32 charge). Ragged:
+    0..9 entries per event (so fewer and more than LENGTH); rectangular: 7 pT and 3 charges
+    per event."""
+    rng = np.random.default_rng(seed)
+    cols: Columns = {
+        "x": rng.normal(size=n),
+        "y": rng.integers(0, 2, n).astype(np.int64),
+        "w": rng.normal(1.0, 0.5, n),
+    }
+    if rectangular:
+        counts_pt, counts_q = np.full(n, 7), np.full(n, 3)
+    else:
+        counts_pt = counts_q = rng.integers(0, 10, n)
+    lists: Lists = {
+        "trk_pt": [rng.exponential(5.0, k) for k in counts_pt],
+        "trk_q": [rng.choice([-1, 1], k).astype(np.int32) for k in counts_q],
+    }
+    return cols, lists
+
+
+def reference_pad(rows: list[np.ndarray], length: int, pad_value: float) -> np.ndarray:
+    """The padding, written independently of the module: one event at a time."""
+    out = np.full((len(rows), length), pad_value, dtype=np.float32)
+    for i, row in enumerate(rows):
+        kept = row[:length].astype(np.float32)
+        out[i, : len(kept)] = kept
+    return out
+
+
+def _awkward(rows: list[np.ndarray]) -> object:
+    import awkward as ak
+
+    dtype = rows[0].dtype if rows else np.float64
+    flat = np.concatenate(rows) if rows else np.empty(0, dtype)
+    return ak.unflatten(flat.astype(dtype), [len(r) for r in rows])
+
+
+def cwrite_npz_2d(directory: Path, cols: Columns, lists: Lists) -> Path:
+    path = directory / "constituents_2d.npz"
+    np.savez(path, **cols, **{k: np.stack(v) for k, v in lists.items()})
+    return path
+
+
+def cwrite_npz_flat(directory: Path, cols: Columns, lists: Lists) -> Path:
+    """Ragged npz without object arrays: values back to back plus ``<column>_counts``."""
+    path = directory / "constituents_flat.npz"
+    flat = {k: np.concatenate(v) for k, v in lists.items()}
+    counts = {f"{k}_counts": np.array([len(r) for r in v]) for k, v in lists.items()}
+    np.savez(path, **cols, **flat, **counts)
+    return path
+
+
+def cwrite_parquet(directory: Path, cols: Columns, lists: Lists) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = directory / "constituents.parquet"
+    table = {k: pa.array(v) for k, v in cols.items()}
+    for k, rows in lists.items():
+        table[k] = pa.array(rows, type=pa.list_(pa.from_numpy_dtype(rows[0].dtype)))
+    pq.write_table(pa.table(table), path, row_group_size=97)
+    return path
+
+
+def cwrite_h5_2d(directory: Path, cols: Columns, lists: Lists) -> Path:
+    return write_h5_columns(directory, {**cols, **{k: np.stack(v) for k, v in lists.items()}})
+
+
+def cwrite_h5_vlen(directory: Path, cols: Columns, lists: Lists) -> Path:
+    import h5py
+
+    path = directory / "vlen.h5"
+    with h5py.File(path, "w") as f:
+        for k, v in cols.items():
+            f[k] = v
+        for k, rows in lists.items():
+            data = f.create_dataset(k, (len(rows),), dtype=h5py.vlen_dtype(rows[0].dtype))
+            for i, row in enumerate(rows):
+                data[i] = row
+    return path
+
+
+def cwrite_h5_compound(directory: Path, cols: Columns, lists: Lists) -> Path:
+    """Sub-array fields: ``('trk_pt', float64, (7,))``."""
+    return write_h5_compound(directory, {**cols, **{k: np.stack(v) for k, v in lists.items()}})
+
+
+def cwrite_root_rntuple(directory: Path, cols: Columns, lists: Lists) -> Path:
+    import uproot
+
+    path = directory / "constituents.root"
+    with uproot.recreate(path) as f:
+        f["Events"] = {**cols, **{k: _awkward(v) for k, v in lists.items()}}
+    return path
+
+
+def cwrite_root_ttree(directory: Path, cols: Columns, lists: Lists) -> Path:
+    """Jagged TTree branches (``double[]``, ``int32_t[]``), as NanoAOD's ``Jet_pt``."""
+    import uproot
+
+    path = directory / "constituents_ttree.root"
+    types: dict[str, object] = {k: v.dtype for k, v in cols.items()}
+    types.update({k: f"var * {np.dtype(v[0].dtype).name}" for k, v in lists.items()})
+    with uproot.recreate(path) as f:
+        f.mktree("Events", types).extend({**cols, **{k: _awkward(v) for k, v in lists.items()}})
+    return path
+
+
+#: name -> (writer, takes ragged lists; else only rectangular [n_events, k] data)
+CONSTITUENT_WRITERS: dict[str, tuple[ConstituentWriter, bool]] = {
+    "npz-2d": (cwrite_npz_2d, False),
+    "npz-flat": (cwrite_npz_flat, True),
+    "parquet": (cwrite_parquet, True),
+    "h5-2d": (cwrite_h5_2d, False),
+    "h5-vlen": (cwrite_h5_vlen, True),
+    "h5-compound": (cwrite_h5_compound, False),
+    "root-rntuple": (cwrite_root_rntuple, True),
+    "root-ttree": (cwrite_root_ttree, True),
+}
+
+
+@pytest.fixture(params=list(CONSTITUENT_WRITERS))
+def constituent_file(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Columns, Lists]:
+    write, ragged = CONSTITUENT_WRITERS[request.param]
+    cols, lists = constituent_sample(rectangular=not ragged)
+    return write(tmp_path, cols, lists), cols, lists
+
+
+def test_constituents_round_trip(constituent_file: tuple[Path, Columns, Lists]) -> None:
+    path, cols, lists = constituent_file
+    ev = load_events(path, ["x"], constituents=CONSTITUENTS, label="y", weight="w")
+    assert len(ev) == NC and ev.feature_names == ("x",)
+    np.testing.assert_array_equal(ev.features[:, 0], cols["x"].astype(np.float32))
+    np.testing.assert_array_equal(ev.labels, cols["y"])
+    np.testing.assert_array_equal(ev.weights, cols["w"])
+    assert set(ev.constituents) == set(ev.constituent_counts) == set(CONSTITUENTS)
+    for name, (length, pad_value) in CONSTITUENTS.items():
+        got = ev.constituents[name]
+        assert got.dtype == np.float32 and got.shape == (NC, length)
+        np.testing.assert_array_equal(got, reference_pad(lists[name], length, pad_value))
+        counts = ev.constituent_counts[name]
+        assert counts.dtype == np.int64
+        np.testing.assert_array_equal(counts, [len(r) for r in lists[name]])
+    counts = ev.constituent_counts["trk_pt"]
+    assert len(set(counts)) == 1 or ((counts < LENGTH).any() and (counts > LENGTH).any())
+
+
+@pytest.mark.parametrize("max_events", [None, 1, 50])
+def test_constituents_chunking_and_max_events(
+    constituent_file: tuple[Path, Columns, Lists], max_events: int | None
+) -> None:
+    path, _, _ = constituent_file
+    whole = load_events(path, ["x"], constituents=CONSTITUENTS, label="y")
+    first = max_events or NC
+    for chunk_size in (7, 64):
+        part = load_events(
+            path,
+            ["x"],
+            constituents=CONSTITUENTS,
+            label="y",
+            max_events=max_events,
+            chunk_size=chunk_size,
+        )
+        assert len(part) == first
+        np.testing.assert_array_equal(part.features, whole.features[:first])
+        np.testing.assert_array_equal(part.labels, whole.labels[:first])
+        for name in CONSTITUENTS:
+            np.testing.assert_array_equal(part.constituents[name], whole.constituents[name][:first])
+            np.testing.assert_array_equal(
+                part.constituent_counts[name], whole.constituent_counts[name][:first]
+            )
+
+
+def test_only_constituents(tmp_path: Path) -> None:
+    """Every input per-constituent: no per-event features, still one row per event."""
+    cols, lists = constituent_sample(rectangular=False, n=20)
+    path = cwrite_parquet(tmp_path, cols, lists)
+    ev = load_events(path, [], constituents={"trk_pt": (3, -1.0)})
+    assert len(ev) == 20 and ev.features.shape == (20, 0) and ev.feature_names == ()
+    np.testing.assert_array_equal(ev.constituents["trk_pt"], reference_pad(lists["trk_pt"], 3, -1))
+    assert load_events(path, ["x"]).constituents == {}  # none asked for: none read
+
+
+def test_pad_helper_matches_reference() -> None:
+    rng = np.random.default_rng(7)
+    for counts in (rng.integers(0, 12, 200), np.full(50, 4), np.zeros(9, int), np.array([], int)):
+        rows = [rng.normal(size=k) for k in counts]
+        values = np.concatenate(rows) if rows else np.empty(0)
+        for length in (1, 4, 6):
+            got = events_module._pad(values, counts.astype(np.int64), length, -2.5)
+            assert got.shape == (len(counts), length)
+            np.testing.assert_array_equal(got.astype("f4"), reference_pad(rows, length, -2.5))
+
+
+def test_fixed_size_root_arrays_as_constituents(tmp_path: Path) -> None:
+    """A fixed-size array per event (TTree ``double[4]``, RNTuple ``std::array<double,4>``)."""
+    import uproot
+
+    p4 = np.arange(12.0).reshape(3, 4)
+    path = tmp_path / "fixed.root"
+    with uproot.recreate(path) as f:
+        f["rn"] = {"x": np.arange(3.0), "p4": p4}
+        f.mktree("tt", {"x": "float64", "p4": ("float64", (4,))}).extend(
+            {"x": np.arange(3.0), "p4": p4}
+        )
+    for tree in ("rn", "tt"):
+        ev = load_events(path, ["x"], constituents={"p4": (6, 0.5)}, tree=tree)
+        np.testing.assert_array_equal(ev.constituents["p4"], reference_pad(list(p4), 6, 0.5))
+        np.testing.assert_array_equal(ev.constituent_counts["p4"], [4, 4, 4])
+
+
+def test_real_nanoaod_jets() -> None:
+    import awkward as ak
+    import uproot
+
+    path = real("nanoAOD_2015_CMS_Open_Data_ttbar.root")
+    spec = {"Jet_pt": (4, 0.0), "Jet_eta": (4, 0.0)}
+    with uproot.open(path) as f:
+        ref = f["Events"].arrays([*spec, "MET_pt", "nJet"], library="ak")
+    ev = load_events(path, ["MET_pt"], constituents=spec, weight="genWeight", chunk_size=64)
+    assert len(ev) == 200
+    np.testing.assert_array_equal(ev.features[:, 0], ak.to_numpy(ref["MET_pt"]))
+    for name, (length, pad_value) in spec.items():
+        padded = ak.fill_none(ak.pad_none(ref[name], length, clip=True), pad_value)
+        np.testing.assert_array_equal(ev.constituents[name], ak.to_numpy(padded).astype("f4"))
+        np.testing.assert_array_equal(ev.constituent_counts[name], ak.to_numpy(ref["nJet"]))
+    counts = ev.constituent_counts["Jet_pt"]
+    assert (counts < 4).any() and (counts > 4).any()
+    first = load_events(path, [], constituents=spec, max_events=30, chunk_size=7)
+    np.testing.assert_array_equal(first.constituents["Jet_eta"], ev.constituents["Jet_eta"][:30])
+    raises_data_error(
+        path, "per-constituent column 'nJet'", "one value per event", "per-event feature",
+        feature_names=[], constituents={"nJet": (4, 0.0)},
+    )  # fmt: skip
+
+
+# -- errors
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_constituent_entry(tmp_path: Path, bad: float) -> None:
+    cols, lists = constituent_sample(rectangular=False, n=40)
+    lists["trk_pt"] = [np.full(6, 1.0) for _ in range(40)]
+    lists["trk_pt"][17][2] = bad
+    lists["trk_pt"][30][0] = bad
+    lists["trk_pt"][5][LENGTH] = bad  # truncated away: never reaches the model, no error
+    for write in (cwrite_npz_flat, cwrite_parquet, cwrite_h5_vlen, cwrite_root_ttree):
+        path = write(tmp_path, cols, lists)
+        message = raises_data_error(
+            path, "per-constituent column 'trk_pt'", "2 NaN/inf values",
+            "first at event 17, constituent 2", feature_names=["x"], constituents=CONSTITUENTS,
+            chunk_size=8,
+        )  # fmt: skip
+        assert "sentinel" in message
+        assert len(load_events(path, ["x"], constituents=CONSTITUENTS, max_events=17)) == 17
+
+
+def test_parquet_null_constituents(tmp_path: Path) -> None:
+    """A null list is an event without constituents; a null entry is a missing value."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "nulls.parquet"
+    trk = pa.array([[1.0, 2.0], None, [3.0]], type=pa.list_(pa.float32()))
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "trk": trk}), path)
+    ev = load_events(path, ["x"], constituents={"trk": (2, 0.0)})
+    np.testing.assert_array_equal(ev.constituents["trk"], [[1, 2], [0, 0], [3, 0]])
+    np.testing.assert_array_equal(ev.constituent_counts["trk"], [2, 0, 1])
+    trk = pa.array([[1.0, 2.0], [], [None, 3.0]], type=pa.list_(pa.float32()))
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "trk": trk}), path)
+    raises_data_error(
+        path, "'trk'", "event 2, constituent 0", feature_names=[], constituents={"trk": (2, 0.0)}
+    )
+
+
+def test_constituent_beyond_float32(tmp_path: Path) -> None:
+    path = tmp_path / "big.npz"
+    np.savez(path, x=np.zeros(3), trk=np.array([[1.0, 2.0], [3.0, 1e39], [0.0, 0.0]]))
+    raises_data_error(
+        path, "per-constituent column 'trk'", "event 1", "float32",
+        feature_names=["x"], constituents={"trk": (2, 0.0)},
+    )  # fmt: skip
+    assert len(load_events(path, ["x"], constituents={"trk": (1, 0.0)})) == 3  # truncated away
+
+
+def test_constituent_column_with_one_value_per_event(tmp_path: Path, writer: Writer) -> None:
+    path = writer(tmp_path, sample(20))
+    raises_data_error(
+        path, "per-constituent column 'a_f64'", "has one value per event", "per-event feature",
+        feature_names=["b_f32"], constituents={"a_f64": (4, 0.0)},
+    )  # fmt: skip
+
+
+def test_jagged_feature_points_to_constituents(tmp_path: Path) -> None:
+    cols, lists = constituent_sample(rectangular=False, n=10)
+    for write in (cwrite_parquet, cwrite_root_rntuple, cwrite_h5_vlen, cwrite_npz_2d):
+        if write is cwrite_npz_2d:
+            cols, lists = constituent_sample(rectangular=True, n=10)
+        path = write(tmp_path, cols, lists)
+        raises_data_error(
+            path, "feature 'trk_pt'", "jagged", "one value per event", "per-constituent input",
+            feature_names=["x", "trk_pt"],
+        )  # fmt: skip
+
+
+def test_constituent_column_not_a_list_of_numbers(tmp_path: Path) -> None:
+    import awkward as ak
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import uproot
+
+    spec = {"c": (3, 0.0)}
+    npz = tmp_path / "deep.npz"
+    np.savez(npz, x=np.zeros(4), c=np.zeros((4, 3, 2)))
+    raises_data_error(npz, "'c'", "not a list of numbers per event", "(4, 3, 2)",
+                      feature_names=["x"], constituents=spec)  # fmt: skip
+    pqf = tmp_path / "deep.parquet"
+    pq.write_table(pa.table({"x": [1.0, 2.0], "c": [[[1.0]], [[2.0, 3.0]]]}), pqf)
+    raises_data_error(pqf, "'c'", "not a list of numbers per event", "list<",
+                      feature_names=["x"], constituents=spec)  # fmt: skip
+    pq.write_table(pa.table({"x": [1.0, 2.0], "c": [["a"], ["b", "c"]]}), pqf)
+    raises_data_error(pqf, "'c'", "not numeric", feature_names=["x"], constituents=spec)
+    root = tmp_path / "deep.root"
+    with uproot.recreate(root) as f:
+        f["Events"] = {"x": np.arange(3.0), "c": ak.Array([[[1.0]], [], [[2.0, 3.0]]])}
+    raises_data_error(root, "'c'", "not a list of numbers per event", "std::vector<std::vector",
+                      feature_names=["x"], constituents=spec)  # fmt: skip
+
+
+def test_npz_ragged_layout_errors(tmp_path: Path) -> None:
+    spec = {"trk": (3, 0.0)}
+    path = tmp_path / "obj.npz"
+    ragged = np.empty(2, dtype=object)
+    ragged[:] = [np.array([1.0]), np.array([2.0, 3.0])]
+    np.savez(path, x=np.arange(2.0), trk=ragged)
+    raises_data_error(path, "'trk'", "object arrays are refused", "'trk_counts'",
+                      feature_names=["x"], constituents=spec)  # fmt: skip
+    np.savez(path, x=np.arange(2.0), trk=np.arange(3.0), trk_counts=np.array([1, 1]))
+    raises_data_error(path, "'trk'", "3 values", "add up to 2", feature_names=["x"],
+                      constituents=spec)  # fmt: skip
+    np.savez(path, x=np.arange(2.0), trk=np.arange(3.0), trk_counts=np.array([1.0, 2.0]))
+    raises_data_error(path, "'trk_counts'", "non-negative integers", feature_names=["x"],
+                      constituents=spec)  # fmt: skip
+    np.savez(path, x=np.arange(2.0), trk=np.arange(3.0), trk_counts=np.array([1, 2, 0]))
+    raises_data_error(path, "'x': 2", "'trk': 3", feature_names=["x"], constituents=spec)
+
+
+def test_missing_constituent_column(tmp_path: Path) -> None:
+    cols, lists = constituent_sample(rectangular=False, n=10)
+    path = cwrite_parquet(tmp_path, cols, lists)
+    raises_data_error(
+        path, "per-constituent column 'trk_ptt'", "did you mean 'trk_pt'", "'trk_q'",
+        feature_names=["x"], constituents={"trk_ptt": (3, 0.0)},
+    )  # fmt: skip
+
+
+def test_bad_constituent_arguments(tmp_path: Path) -> None:
+    cols, lists = constituent_sample(rectangular=False, n=10)
+    path = cwrite_parquet(tmp_path, cols, lists)
+
+    def bad(*parts: str, features: list[str] | None = None, **spec: object) -> None:
+        raises_data_error(path, *parts, feature_names=features or ["x"], constituents=spec)
+
+    bad("'trk_pt'", "both", "per-constituent", "feature", features=["trk_pt"], trk_pt=(3, 0.0))
+    bad("'trk_pt'", "length must be a positive integer", "0", trk_pt=(0, 0.0))
+    bad("'trk_pt'", "length must be a positive integer", "True", trk_pt=(True, 0.0))
+    bad("'trk_pt'", "pad_value must be a finite number", "nan", trk_pt=(3, float("nan")))
+    bad("'trk_pt'", "pad_value", "1e+39", trk_pt=(3, 1e39))
+    bad("'trk_pt'", "(length, pad_value)", trk_pt=3)
+    raises_data_error(path, "mapping", feature_names=["x"], constituents=[("trk_pt", (3, 0))])
+    raises_data_error(path, "both", "weight column", feature_names=["x"], weight="trk_pt",
+                      constituents={"trk_pt": (3, 0.0)})  # fmt: skip
+    raises_data_error(path, "no column names", feature_names=[], constituents={})
+
+
+def test_events_checks_constituent_shapes() -> None:
+    features = np.zeros((3, 1), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"constituents\['c'\] must be \[3, length\]"):
+        Events(features, ("x",), None, None, Path("m.npz"), constituents={"c": np.zeros((2, 4))})
+    with pytest.raises(ValueError, match=r"constituent_counts\['c'\] must be \[3\]"):
+        Events(
+            features, ("x",), None, None, Path("m.npz"),
+            constituents={"c": np.zeros((3, 4))}, constituent_counts={"c": np.zeros(2)},
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
 # The examples of docs/data.md run
 
 

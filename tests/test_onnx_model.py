@@ -24,10 +24,11 @@ from pytest_hepguard.attacks.base import input_gradient
 from pytest_hepguard.audit import Auditor
 from pytest_hepguard.events import load_events
 from pytest_hepguard.exceptions import ModelError, UnsupportedOnnxOpError
+from pytest_hepguard.layout import Layout
 from pytest_hepguard.models import load_model
 from pytest_hepguard.models.onnx.ops import registry
 from pytest_hepguard.models.onnx_model import OnnxModel
-from pytest_hepguard.uncertainties import load_uncertainties
+from pytest_hepguard.uncertainties import load_uncertainties, parse_uncertainties
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples"
@@ -120,22 +121,33 @@ def test_self_check_names_the_node_where_the_bridge_parts_from_onnxruntime(
     assert "tagger.onnx" in str(info.value)
 
 
-def test_multi_input_graph_lists_its_inputs(tmp_path) -> None:
+def _single_input_layout(n_features: int) -> Layout:
+    features = "".join(f"  f{i}: {{absolute: 1}}\n" for i in range(n_features))
+    return Layout(parse_uncertainties(f"version: 1\nfeatures:\n{features}"))
+
+
+def test_multi_input_graph_without_inputs_section_lists_its_inputs(tmp_path) -> None:
     class TwoInputs(torch.nn.Module):
         def forward(self, jets: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
             return torch.softmax(jets[:, :2] + tracks.sum(1)[:, :2], dim=1)
 
     export(TwoInputs(), [torch.randn(3, 4), torch.randn(3, 5, 2)], tmp_path / "two.onnx")
-    with pytest.raises(ModelError, match=r"2 inputs \(in0 \[batch, 4\], in1 \[batch, 5, 2\]\)"):
-        load_model(tmp_path / "two.onnx", CPU)
+    model = load_model(tmp_path / "two.onnx", CPU)
+    with pytest.raises(
+        ModelError,
+        match=r"2 inputs \(in0 \[batch, 4\], in1 \[batch, 5, 2\]\); declare each under inputs:",
+    ):
+        model.bind(_single_input_layout(4))
 
 
 def test_wrong_feature_count_names_the_graph_input(example) -> None:
     _, _, _, onnx_model = example
     with pytest.raises(
-        ModelError, match=r"input 'features' has shape \[.*, 11\].*gives 10 features"
+        ModelError,
+        match=r"input 'features' has shape \[.*, 11\].*gives \[batch, 10\] \(10 features\)",
     ):
-        onnx_model.probe(torch.zeros(4, 10), "auto")
+        onnx_model.bind(_single_input_layout(10))
+    onnx_model.bind(_single_input_layout(11))
 
 
 @pytest.mark.parametrize("damage", ["text", "truncated"])

@@ -507,6 +507,13 @@ SINGLES: dict[str, Single] = {
     "softplus": Single("Softplus", (_f(3, 4),)),
     "tan": Single("Tan", (_f(3, 4) * 0.5,)),
     "atanh": Single("Atanh", (_f(3, 4) * 0.3,)),
+    "asin": Single("Asin", (_f(3, 4) * 0.3,)),
+    "acos": Single("Acos", (_f(3, 4) * 0.3,)),
+    "asinh": Single("Asinh", (_f(3, 4),)),
+    "acosh": Single("Acosh", (np.abs(_f(3, 4)) + 1.2,)),
+    "sinh": Single("Sinh", (_f(3, 4),)),
+    "cosh": Single("Cosh", (_f(3, 4),)),
+    "softsign": Single("Softsign", (_f(3, 4),)),
     "round_half_even": Single(
         "Round", (np.array([0.5, 1.5, 2.5, -0.5, -1.5], np.float32),), {}, 11, grad=False
     ),
@@ -558,6 +565,13 @@ SINGLES: dict[str, Single] = {
         (_f(3, 4), np.array([[1, 0, 2]], np.int64), _f(1, 3, seed=1)),
         {"axis": 0},
         13,
+        n_runtime=3,
+    ),
+    "scatter10": Single(
+        "Scatter",
+        (_f(3, 4), np.array([[1, 0, 2]], np.int64), _f(1, 3, seed=1)),
+        {"axis": 0},
+        10,
         n_runtime=3,
     ),
     "scatternd": Single(
@@ -736,6 +750,42 @@ def test_constants_are_folded_into_buffers_that_follow_double() -> None:
     assert out64.dtype == torch.float64
     graph.float()
     assert graph(x)[0].dtype == torch.float32
+
+
+def test_unused_outputs_and_dead_nodes() -> None:
+    """An old-opset Split into 3 equal pieces of which only the first is read still cuts in 3;
+    a node nothing reads is not run (even one that would fail)."""
+    nodes = [
+        helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1),
+        helper.make_node("Reshape", ["x", "bad"], ["dead"]),
+        helper.make_node("Neg", ["a"], ["out"]),
+    ]
+    bad = numpy_helper.from_array(_i(7, 7), "bad")
+    model = _graph(
+        nodes, [_float_input("x", 2, 6)], [onnx.ValueInfoProto(name="out")], [bad], (("", 11),)
+    )
+    x = torch.randn(2, 6)
+    (out,) = OnnxGraph(model)(x)
+    assert torch.equal(out, -x[:, :2])
+
+
+def test_model_local_functions_are_inlined() -> None:
+    body = [
+        helper.make_node("Relu", ["t"], ["r"]),
+        helper.make_node("Neg", ["r"], ["u"]),
+    ]
+    function = helper.make_function(
+        "local", "NegRelu", ["t"], ["u"], body, [helper.make_opsetid("", 17)]
+    )
+    model = _graph(
+        [helper.make_node("NegRelu", ["x"], ["out"], domain="local")],
+        [_float_input("x", 4)],
+        [onnx.ValueInfoProto(name="out")],
+        opsets=(("", 17), ("local", 1)),
+    )
+    model.functions.append(function)
+    x = torch.randn(4)
+    assert torch.equal(OnnxGraph(model)(x)[0], -torch.relu(x))
 
 
 def test_unsupported_operators_are_all_listed_at_once() -> None:

@@ -257,7 +257,7 @@ BAD = {
         MINIMAL + "gate:\n  pgd:\n",
         4,
         "gate",
-        ["allowed keys: data, decision, features, gates, version", "did you mean 'gates'?"],
+        ["allowed keys: data, decision, features, gates, inputs, version", "did you mean 'gates'?"],
     ),
     "negative_sigma": (
         "version: 1\nfeatures:\n  a: {absolute: 1}\n  b:\n    relative: -0.1\n",

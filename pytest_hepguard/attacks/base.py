@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import torch
 
+from pytest_hepguard.attacks.spsa import score_loss, spsa_gradient
 from pytest_hepguard.envelope import Envelope
 from pytest_hepguard.models.base import Model
 
@@ -23,7 +24,8 @@ class Perturbation:
 
     x: perturbed inputs [batch, n_features].
     zero_gradient: bool [batch], events whose input gradient was exactly zero on every movable
-        entry at the first gradient evaluation (gradient masking); ``None`` without gradients.
+        entry at the first gradient evaluation (gradient masking); ``None`` without exact
+        gradients (random noise, SPSA estimates).
     """
 
     x: torch.Tensor
@@ -80,3 +82,56 @@ class Attack(ABC):
 
         ``labels`` [batch] int64 are the classes whose cross-entropy gradient attacks maximise.
         """
+
+
+class GradientAttack(Attack):
+    """An attack driven by the input gradient of the cross-entropy: exact (autograd, through
+    :meth:`Model.raw`) or estimated by SPSA from forward passes of :meth:`Model.score` alone.
+
+    Args:
+        epsilon: attack size in sigmas.
+        gradient: ``"exact"`` or ``"spsa"``.
+        spsa_directions: random directions per SPSA estimate (2 forward passes each).
+        spsa_delta: SPSA finite-difference half-step in sigmas.
+    """
+
+    def __init__(
+        self,
+        epsilon: float,
+        gradient: str = "exact",
+        spsa_directions: int = 32,
+        spsa_delta: float = 0.01,
+    ) -> None:
+        super().__init__(epsilon)
+        self.gradient = gradient
+        self.spsa_directions = int(spsa_directions)
+        self.spsa_delta = float(spsa_delta)
+
+    def loss_gradient(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        envelope: Envelope,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient ``dL/dx`` [batch, n_features] of the cross-entropy of ``labels`` [batch] at
+        ``x`` [batch, n_features], exact or estimated, and the loss [batch]."""
+        if self.gradient == "spsa":
+            return spsa_gradient(
+                model, x, labels, envelope, generator, self.spsa_directions, self.spsa_delta
+            )
+        return input_gradient(model, x, labels)
+
+    def masking(self, grad: torch.Tensor, movable: torch.Tensor) -> torch.Tensor | None:
+        """The gradient-masking flags [batch] of :func:`zero_gradient` for an exact gradient;
+        ``None`` for an SPSA estimate, where an all-zero estimate means nothing."""
+        return None if self.gradient == "spsa" else zero_gradient(grad, movable)
+
+    def loss(self, model: Model, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy [batch] at ``x`` without gradient, from the model the gradient comes
+        from (:meth:`Model.raw` for exact gradients, :meth:`Model.score` for SPSA)."""
+        if self.gradient == "spsa":
+            return score_loss(model, x, labels)
+        with torch.no_grad():
+            return model.loss(x, labels)

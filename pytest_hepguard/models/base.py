@@ -10,12 +10,15 @@ Probabilities are always presented as ``[batch, n_classes]`` with ``n_classes = 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
 from pytest_hepguard.exceptions import ModelError
+
+if TYPE_CHECKING:
+    from pytest_hepguard.layout import Layout
 
 OutputKind = Literal["probabilities", "logits"]
 
@@ -27,14 +30,15 @@ class Model:
     """A differentiable classifier on one device.
 
     Args:
-        forward: callable taking a float32 tensor [batch, n_features] on ``device``.
+        forward: callable taking the model's input tensors on ``device`` (a single-input model:
+            one float32 tensor [batch, n_features]).
         device: where inputs are placed.
         description: what was loaded (a path or ``module:callable``), for reports and messages.
     """
 
     def __init__(
         self,
-        forward: Callable[[torch.Tensor], torch.Tensor],
+        forward: Callable[..., torch.Tensor],
         device: torch.device,
         description: str,
     ) -> None:
@@ -43,13 +47,20 @@ class Model:
         self.description = description
         self.output_kind: OutputKind | None = None
         self.n_outputs: int | None = None
+        #: rows [batch, n_flat] -> the model's input tensors (see :meth:`bind`).
+        self.unpack: Callable[[torch.Tensor], list[torch.Tensor]] = single_input
         #: False for a model hepguard can only run forward (an ONNX graph the bridge cannot
         #: run, loaded with ``--hepguard-gradient-free``): only gradient-free attacks apply.
         self.differentiable = True
 
+    def bind(self, layout: Layout) -> None:
+        """Feed the model the input tensors of ``layout`` (positionally, in the uncertainty
+        file's ``inputs:`` order); rows [batch, n_flat] stay what attacks move."""
+        self.unpack = layout.unpack if layout.multi_input else single_input
+
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Model outputs as [batch, n_outputs] float32."""
-        return self.check_output(self.forward(x), x)
+        """Model outputs as [batch, n_outputs] float32 for rows ``x`` [batch, n_flat]."""
+        return self.check_output(self.forward(*self.unpack(x)), x)
 
     def check_output(self, out: object, x: torch.Tensor) -> torch.Tensor:
         """``out``, what the model returned for ``x``, as [batch, n_outputs] float32; a
@@ -95,10 +106,14 @@ class Model:
         except ModelError:
             raise
         except Exception as exc:  # the model's own error: report it with the shapes involved
+            if self.unpack is single_input:
+                given = f"an input of shape {list(x.shape)} ({x.shape[1]} features, in the order "
+                given += "of the uncertainty file)"
+            else:
+                shapes = ", ".join(str(list(t.shape)) for t in self.unpack(x))
+                given = f"inputs of shapes {shapes} (the uncertainty file's inputs:)"
             raise ModelError(
-                f"{self.description}: the model failed on an input of shape {list(x.shape)} "
-                f"({x.shape[1]} features, in the order of the uncertainty file): "
-                f"{_last_line(exc)}"
+                f"{self.description}: the model failed on {given}: {_last_line(exc)}"
             ) from exc
         self.n_outputs = out.shape[1]
         self.detect_output(out, output)
@@ -147,6 +162,11 @@ class Model:
     def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-event cross-entropy of ``labels`` [batch] at ``x`` [batch, n_features]."""
         return F.nll_loss(self.log_probabilities(self.raw(x)), labels, reduction="none")
+
+
+def single_input(x: torch.Tensor) -> list[torch.Tensor]:
+    """A single-input model takes the rows as they are."""
+    return [x]
 
 
 def _last_line(exc: Exception) -> str:

@@ -10,6 +10,7 @@ afterwards every output hepguard reports (nominal and perturbed) is onnxruntime'
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -17,8 +18,11 @@ import onnxruntime as ort
 import torch
 
 from pytest_hepguard.exceptions import ModelError, UnsupportedOnnxOpError
-from pytest_hepguard.models.base import Model
+from pytest_hepguard.models.base import Model, single_input
 from pytest_hepguard.models.onnx import OnnxGraph, load_onnx_graph
+
+if TYPE_CHECKING:
+    from pytest_hepguard.layout import Layout
 
 #: Largest relative difference (|bridge - ORT| / max|ORT|) of an event's outputs accepted by the
 #: load-time check ...
@@ -44,7 +48,8 @@ def ort_session(path: Path, device: torch.device) -> ort.InferenceSession:
 
 
 class OnnxModel(Model):
-    """A single-input ONNX classifier: [batch, n_features] -> its first output.
+    """An ONNX classifier: its inputs (one [batch, n_features] tensor, or the uncertainty
+    file's ``inputs:``, matched by name) -> its first output.
 
     Args:
         graph: the bridge of the file, or None for a graph the bridge cannot run (loaded with
@@ -65,12 +70,6 @@ class OnnxModel(Model):
         inputs = session.get_inputs()
         self.input_names = [i.name for i in inputs]
         self.input_shapes = [tuple(i.shape) for i in inputs]
-        if len(inputs) != 1:
-            raise ModelError(
-                f"{description}: the graph has {len(inputs)} inputs ({self._inputs_text()}); "
-                "hepguard feeds a single-input model one tensor [batch, n_features] in the order "
-                "of the uncertainty file's features"
-            )
         self.graph = None if graph is None else graph.to(device).eval()
         self.session = session
         self.output_name = session.get_outputs()[0].name
@@ -78,32 +77,79 @@ class OnnxModel(Model):
         super().__init__(self._bridge, device, description)
         self.differentiable = graph is not None
 
-    def _bridge(self, x: torch.Tensor) -> torch.Tensor:
+    def bind(self, layout: Layout) -> None:
+        """Match the graph's inputs with ``layout``'s: by name for a multi-input model, the
+        only graph input otherwise; refuse missing or extra inputs and shapes that differ,
+        listing the graph's inputs and shapes."""
+        graph_inputs = f"the graph's inputs: {self._inputs_text()}"
+        if not layout.multi_input:
+            if len(self.input_names) != 1:
+                raise ModelError(
+                    f"{self.description}: the graph has {len(self.input_names)} inputs "
+                    f"({self._inputs_text()}); declare each under inputs: in the uncertainty "
+                    "file (docs/uncertainties.md), or give a single-input model"
+                )
+            expected = {self.input_names[0]: (len(layout.specs),)}
+        else:
+            expected = dict(zip(layout.input_names, layout.input_shapes(), strict=True))
+            unknown = [n for n in expected if n not in self.input_names]
+            if unknown:
+                raise ModelError(
+                    f"{self.description}: input {unknown[0]!r} of the uncertainty file is not an "
+                    f"input of the graph; {graph_inputs}"
+                )
+            missing = [n for n in self.input_names if n not in expected]
+            if missing:
+                raise ModelError(
+                    f"{self.description}: the graph's input {missing[0]!r} is not under inputs: "
+                    f"in the uncertainty file; {graph_inputs}"
+                )
+        for name, shape in zip(self.input_names, self.input_shapes, strict=True):
+            ours = expected[name]
+            fixed = [d if isinstance(d, int) else None for d in shape[1:]]
+            if len(fixed) != len(ours) or any(
+                d is not None and d != o for d, o in zip(fixed, ours, strict=True)
+            ):
+                raise ModelError(
+                    f"{self.description}: input {name!r} has shape {_shape_text(shape)}, but the "
+                    f"uncertainty file gives [batch, {', '.join(map(str, ours))}]"
+                    + (f" ({ours[0]} features)" if len(ours) == 1 else "")
+                    + f"; {graph_inputs}"
+                )
+        if not layout.multi_input:
+            self.unpack = single_input
+            return
+        order = [list(expected).index(n) for n in self.input_names]
+
+        def unpack(x: torch.Tensor) -> list[torch.Tensor]:
+            tensors = layout.unpack(x)
+            return [tensors[i] for i in order]
+
+        self.unpack = unpack
+
+    def _bridge(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.graph is None:
             raise ModelError(
                 f"{self.description}: the ONNX autograd bridge cannot run this graph, so there "
                 "is no exact input gradient; only gradient-free attacks (gradient: spsa) apply"
             )
-        return self.graph(x)[0]
+        return self.graph(*inputs)[0]
+
+    def feed(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        """onnxruntime's feed for rows ``x`` [batch, n_flat]: graph input name -> array."""
+        return {
+            name: t.detach().cpu().numpy().astype(np.float32, copy=False)
+            for name, t in zip(self.input_names, self.unpack(x), strict=True)
+        }
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        """onnxruntime's outputs [batch, n_outputs] for ``x`` [batch, n_features]."""
-        feed = {self.input_names[0]: x.detach().cpu().numpy().astype(np.float32, copy=False)}
-        (out,) = self.session.run([self.output_name], feed)
+        """onnxruntime's outputs [batch, n_outputs] for rows ``x`` [batch, n_flat]."""
+        (out,) = self.session.run([self.output_name], self.feed(x))
         return self.check_output(torch.from_numpy(np.asarray(out)).to(x.device), x)
 
     def probe(self, x: torch.Tensor, output: str) -> torch.Tensor:
-        """Check ``x`` [batch, n_features] against the graph's input shape, run onnxruntime
-        on it, and compare the bridge with onnxruntime there (the load-time self-check)."""
-        expected = self.input_shapes[0]
-        if len(expected) != x.dim() or (
-            isinstance(expected[-1], int) and expected[-1] != x.shape[-1]
-        ):
-            raise ModelError(
-                f"{self.description}: input {self.input_names[0]!r} has shape "
-                f"{_shape_text(expected)}, but the uncertainty file gives {x.shape[-1]} features "
-                f"(an input [batch, {x.shape[-1]}]); the graph's inputs: {self._inputs_text()}"
-            )
+        """Run onnxruntime on rows ``x`` (see :meth:`Model.probe`), and compare the bridge with
+        onnxruntime there (the load-time self-check)."""
         runtime = super().probe(x, output)
         if self.graph is not None:
             self.self_check(x, runtime)
@@ -127,7 +173,7 @@ class OnnxModel(Model):
         bad = int((per_event > SELF_CHECK_TOLERANCE).sum())
         if bad <= SELF_CHECK_ALLOWED * len(x):
             return
-        node = first_divergent_node(self.graph, self.session, x)
+        node = first_divergent_node(self.graph, self.unpack(x), self.feed(x))
         raise ModelError(
             f"{self.description}: hepguard's ONNX bridge and onnxruntime disagree on {bad} of "
             f"the first {len(x)} events (largest relative difference "
@@ -151,12 +197,15 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return 0.0 if diff == 0 else diff / max(float(b64.abs().max()), 1e-30)
 
 
-def first_divergent_node(graph: OnnxGraph, session: ort.InferenceSession, x: torch.Tensor) -> str:
+def first_divergent_node(
+    graph: OnnxGraph, inputs: list[torch.Tensor], feed: dict[str, np.ndarray]
+) -> str:
     """``op_type node 'name' (output 'y', relative difference e)`` of the first node, in graph
-    order, whose float output differs between the bridge and onnxruntime by more than the
-    self-check tolerance; "" when none does (or ORT cannot expose the intermediates)."""
+    order, whose float output differs between the bridge (on ``inputs``) and onnxruntime (on
+    ``feed``, the same values) by more than the self-check tolerance; "" when none does (or
+    onnxruntime cannot expose the intermediates)."""
     with torch.no_grad():
-        values = graph.values(x)
+        values = graph.values(*inputs)
     model = onnx.load(graph.source, load_external_data=False)
     inferred = onnx.shape_inference.infer_shapes(model)
     typed = {v.name: v for v in inferred.graph.value_info}
@@ -175,7 +224,6 @@ def first_divergent_node(graph: OnnxGraph, session: ort.InferenceSession, x: tor
         )
     except Exception:  # an extended graph ORT refuses: no node named, the error still stands
         return ""
-    feed = {session.get_inputs()[0].name: x.detach().cpu().numpy()}
     results = dict(zip(wanted, extended.run(wanted, feed), strict=True))
     for node in model.graph.node:
         for name in node.output:

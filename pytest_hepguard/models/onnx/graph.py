@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnx.inliner
 import torch
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
@@ -178,8 +177,10 @@ class OnnxGraph(torch.nn.Module):
         self._source = source
         opsets = _opsets(model, source)
         self._opset = opsets[""]
-        if model.functions:
-            model = onnx.inliner.inline_local_functions(model)
+        if model.functions:  # model-local functions: run their bodies as plain nodes
+            from onnx import inliner
+
+            model = inliner.inline_local_functions(model)
         graph = model.graph
         consts = self._initializers(graph)
         graph_inputs = [v for v in graph.input if v.name not in consts]
