@@ -60,9 +60,11 @@ def hepguard_events(
             raise HepguardError(
                 f"{unc.source}: no data: give --hepguard-data or data.path in the uncertainty file"
             )
+        per_event, constituents = unc.data_columns()
         return load_events(
             path,
-            unc.feature_names,
+            per_event,
+            constituents=constituents or None,
             label=unc.data.label,
             weight=unc.data.weight,
             tree=unc.data.tree,

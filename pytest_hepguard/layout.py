@@ -100,13 +100,14 @@ class Layout:
     def flatten(self, events: Events) -> Events:
         """``events`` as rows of this layout: per-event columns and padded constituent columns
         (``events.constituents``, [n_events, length] each) placed in row order; masks are 1
-        for constituents that are not padding (not every feature at the pad value)."""
+        for the constituents the file had (``events.constituent_counts``), or, without counts,
+        for those whose features are not all at the pad value."""
         if not self.multi_input or events.feature_names == self.names:
             return events
         n = len(events)
         rows = np.empty((n, len(self.specs)), dtype=np.float32)
         column = {name: j for j, name in enumerate(events.feature_names)}
-        constituents = getattr(events, "constituents", {}) or {}
+        constituents = events.constituents
         real: dict[str, np.ndarray] = {}
         for b in self.blocks:
             if b.spec.per == "event":
@@ -120,7 +121,11 @@ class Layout:
                     )
                 block = np.stack([constituents[f] for f in b.spec.features], axis=-1)
                 rows[:, b.start : b.stop] = block.reshape(n, -1)
-                real[b.spec.name] = ~(block == b.spec.pad_value).all(-1)
+                counts = events.constituent_counts.get(b.spec.features[0])
+                if counts is not None:  # entries the file had, before padding
+                    real[b.spec.name] = np.arange(b.shape[0])[None, :] < counts[:, None]
+                else:
+                    real[b.spec.name] = ~(block == b.spec.pad_value).all(-1)
         for b in self.blocks:
             if b.spec.per == "mask":
                 mask = np.zeros((n, b.shape[0]), dtype=bool)
