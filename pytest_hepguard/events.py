@@ -158,11 +158,7 @@ class _Ragged:
         """From a 1-D object array of 1-D arrays (h5py's variable-length rows)."""
         parts = [np.asarray(a) for a in lists]
         counts = np.array([len(a) for a in parts], dtype=np.int64)
-        if not parts:
-            return cls(np.empty(0), counts)
-        if any(a.ndim != 1 for a in parts):  # refused by the caller's check
-            return cls(np.array(parts, dtype=object), counts)
-        return cls(np.concatenate(parts), counts)
+        return cls(np.concatenate(parts) if parts else np.empty(0), counts)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -187,7 +183,8 @@ Reader = Callable[[_Request], Iterator[Chunk]]
 def _pad(values: np.ndarray, counts: np.ndarray, length: int, pad_value: float) -> np.ndarray:
     """``[n_events, length]``: each event's first ``min(count, length)`` values in order, then
     ``pad_value``. ``values`` 1-D, events back to back; ``counts`` int64 ``[n_events]``. The dtype
-    is at least float32 (float64 for float64 and integer values), cast by the caller."""
+    is that of ``values`` promoted with float32 (so int64 and float64 stay exact until the caller
+    casts to float32, checking the range)."""
     n = len(counts)
     out = np.full((n, length), pad_value, dtype=np.promote_types(values.dtype, np.float32))
     if n == 0:

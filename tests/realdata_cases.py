@@ -22,6 +22,8 @@ class Case:
     shapes: tuple[tuple[int, ...], ...]
     masks: dict[int, tuple[int, ...]] = field(default_factory=dict)
     output: int = 0
+    names: tuple[str, ...] = ()
+    channels_first: bool = False
 
     @property
     def movable(self) -> list[int]:
@@ -29,24 +31,32 @@ class Case:
         return [i for i in range(len(self.shapes)) if i not in self.masks]
 
 
+_PARTICLENET_INPUTS = ("pf_points", "pf_features", "pf_mask", "sv_points", "sv_features", "sv_mask")
+
 CASES = {
     "deepjet_run3": Case(
         "cms-deepjet-run3/DeepJet_Run3_122X.onnx",
         ((15,), (25, 16), (25, 6), (4, 12), (1,)),
-        {},
+        names=("input_1", "input_2", "input_3", "input_4", "input_5"),
     ),
     "deepdoublex_bvl": Case(
-        "cms-deepdoublex-bvl/BvL.onnx", ((1, 5), (60, 8), (40, 21), (5, 7)), {}
+        "cms-deepdoublex-bvl/BvL.onnx",
+        ((1, 5), (60, 8), (40, 21), (5, 7)),
+        names=("input_1", "input_2", "input_3", "input_4"),
     ),
     "particlenet_ak4_hlt": Case(
         "cms-particlenet-ak4-hlt/particle-net.onnx",
         ((2, 25), (23, 25), (1, 25), (2, 5), (11, 5), (1, 5)),
         {2: (0, 1), 5: (3, 4)},
+        names=_PARTICLENET_INPUTS,
+        channels_first=True,
     ),
     "particlenet_ak4_chs": Case(
         "cms-particlenet-ak4-chs/particlenet_ak4.onnx",
         ((2, 25), (20, 25), (1, 25), (2, 5), (11, 5), (1, 5)),
         {2: (0, 1), 5: (3, 4)},
+        names=_PARTICLENET_INPUTS,
+        channels_first=True,
     ),
 }
 
@@ -64,3 +74,43 @@ def make_inputs(case: Case, batch: int, seed: int = 0) -> list[torch.Tensor]:
         for i in padded:
             xs[i] = xs[i] * mask
     return xs
+
+
+def uncertainty_yaml(case: Case, sigma: float = 0.1) -> str:
+    """An uncertainty file for ``case``: every input under ``inputs:`` in graph order, its
+    features named ``<input>_<j>`` with an absolute envelope of ``sigma`` (the inputs are
+    standard normal), masks declared as masks of the inputs they pad; argmax decisions."""
+    features, inputs = [], []
+    for i, (name, shape) in enumerate(zip(case.names, case.shapes, strict=True)):
+        if i in case.masks:
+            targets = ", ".join(case.names[j] for j in case.masks[i])
+            inputs.append(f"  {name}: {{per: mask, mask_of: [{targets}], layout: channels_first}}")
+            continue
+        n_features = shape[0] if case.channels_first or len(shape) == 1 else shape[1]
+        names = [f"{name}_{j}" for j in range(n_features)]
+        features += [f"  {f}: {{absolute: {sigma}}}" for f in names]
+        if len(shape) == 1:
+            inputs.append(f"  {name}: [{', '.join(names)}]")
+        else:
+            length = shape[1] if case.channels_first else shape[0]
+            layout = "channels_first" if case.channels_first else "channels_last"
+            inputs.append(
+                f"  {name}: {{features: [{', '.join(names)}], per: constituent, "
+                f"length: {length}, layout: {layout}}}"
+            )
+    return "version: 1\nfeatures:\n" + "\n".join(features) + "\ninputs:\n" + "\n".join(inputs)
+
+
+def rows(case: Case, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """The model's input tensors as hepguard's rows [batch, n_flat]: each input in graph
+    order, constituents constituent-major (channels-first inputs transposed), masks [batch,
+    length]."""
+    out = []
+    for i, x in enumerate(inputs):
+        if i in case.masks:
+            out.append(x[:, 0, :])
+        elif x.dim() == 2:
+            out.append(x)
+        else:
+            out.append((x.transpose(1, 2) if case.channels_first else x).flatten(1))
+    return torch.cat(out, 1)
