@@ -20,15 +20,15 @@ The toy, per jet:
 
 - flavour b : c : light = 1 : 1 : 2; ``jet_pt`` from a power law on 20-1000 GeV, ``jet_eta``
   inside the tracker (|eta| < 2.5), identical for all flavours;
-- ``n_tracks`` ~ Poisson, more for heavy flavour (decay products) and at high pt: light jets
-  have the fewest. Each track has a momentum fraction ``trk_ptrel`` (a share of the charged
-  jet momentum), angles ``trk_deta`` / ``trk_dphi`` to the jet axis (narrower at high pt, wider
-  for the heavier b hadron), and lifetime-signed impact-parameter significances
-  ``trk_ip2d_sig`` / ``trk_ip3d_sig``: Gaussian resolution (10 % of tracks mis-measured, 3x
-  wider) plus, for tracks from a heavy-hadron decay (35 % in b jets, 25 % in c, 2 % in light),
-  an exponential displacement (mean 5 sigma for b, 3 for c). About 5 % of the tracks have no
-  3-D impact parameter (too few pixel hits): ``trk_ip3d_sig = -999``, a sentinel. The network
-  sees the 10 most displaced tracks (sorted by ``trk_ip2d_sig``, as DeepJet sorts them);
+- ``n_tracks`` ~ Poisson, more for heavy flavour (decay products) and at high pt: light jets have
+  the fewest. Each track has a momentum fraction ``trk_ptrel`` of the jet pt (together the tracks
+  carry the jet's charged share, about 60 %), angles ``trk_deta`` / ``trk_dphi`` to the jet axis
+  (narrower at high pt, wider for the heavier b hadron), and lifetime-signed impact-parameter
+  significances ``trk_ip2d_sig`` / ``trk_ip3d_sig``: Gaussian resolution (10 % of tracks
+  mis-measured, 3x wider) plus, for tracks from a heavy-hadron decay (35 % in b jets, 25 % in c,
+  2 % in light), an exponential displacement (mean 5 sigma for b, 3 for c). About 5 % of the tracks
+  have no 3-D impact parameter (too few pixel hits): ``trk_ip3d_sig = -999``, a sentinel. The
+  network sees the 10 most displaced tracks (sorted by ``trk_ip2d_sig``, as DeepJet sorts them);
   ``n_tracks`` counts them all;
 - ``n_sv`` secondary vertices (0-3; found in 65 % of b jets, 35 % of c, 7 % of light), each
   with a ``sv_mass`` bounded by the decaying hadron's mass, a flight significance
@@ -112,7 +112,7 @@ def make_jets(seed: int = SEED, n_jets: int = N_JETS) -> dict[str, np.ndarray]:
 
     # Tracks: all of them first, [n, max_trk], then the N_TRACKS most displaced.
     n_trk = rng.poisson(NTRK_BASE[label] + NTRK_PT_SLOPE * np.log(pt / 20.0))
-    m = int(n_trk.max())
+    m = max(int(n_trk.max()), N_TRACKS)
     real = np.arange(m)[None, :] < n_trk[:, None]
     share = rng.gamma(1.0, 1.0, (n, m)) * real
     charged = rng.beta(6.0, 4.0, n)  # charged share of the jet momentum
@@ -147,7 +147,7 @@ def make_jets(seed: int = SEED, n_jets: int = N_JETS) -> dict[str, np.ndarray]:
     mu, sigma = (SV_FLIGHT_LOGNORMAL[label, k][:, None] for k in (0, 1))
     flight = 3.0 + (pt / 50.0)[:, None] ** 0.15 * np.exp(rng.normal(mu, sigma, (n, N_SVS)))
     ntrk = 2 + rng.poisson(SV_EXTRA_TRACKS[label][:, None] * np.ones((1, N_SVS)))
-    ntrk = np.minimum(ntrk, np.maximum(n_trk, 2)[:, None])
+    ntrk = np.minimum(ntrk, n_trk[:, None])  # a real vertex's jet has >= 2 tracks
     sv_order = np.argsort(np.where(sv_real, -flight, np.inf), axis=1, kind="stable")
     svs = {
         name: np.where(sv_real, np.take_along_axis(values, sv_order, 1), PAD)
