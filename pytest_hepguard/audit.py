@@ -30,6 +30,7 @@ from pytest_hepguard.metrics import (
     roc_points,
 )
 from pytest_hepguard.models.base import Model
+from pytest_hepguard.preprocess import frozen_by_preprocess
 from pytest_hepguard.uncertainties import GATE_LIMITS, GateSpec, UncertaintyModel
 
 #: Share of events with a zero input gradient above which a check warns of gradient masking.
@@ -177,6 +178,10 @@ class Auditor:
         self.decision = decision.with_efficiency_cut(
             uncertainties.decision, disc, self.labels, events.weights
         )
+        frozen = frozen_by_preprocess(uncertainties)
+        if frozen:
+            note = f"frozen (in preprocess.json, no envelope declared): {', '.join(frozen)}"
+            self.decision = replace(self.decision, assumptions=(*self.decision.assumptions, note))
         self.nominal_probs = nominal
         self.nominal_disc = disc
         self.nominal_decisions = self.decision.decide(torch.from_numpy(nominal)).numpy()
@@ -349,7 +354,11 @@ class Auditor:
         listed in ``result.failures``. An identical attack (same parameters) runs once per
         session; later calls reuse its numbers under their own name and limits.
         """
-        measured = self._measure(attack, check_params(attack, params))
+        params = check_params(attack, params)
+        if not self.model.differentiable and params.get("gradient") == "exact":
+            # a forward-only model (--hepguard-gradient-free): the user opted in to estimates
+            params = check_params(attack, {**params, "gradient": "spsa"})
+        measured = self._measure(attack, params)
         result = replace(
             measured, name=name or attack, limits=dict(limits or {}), failures=[], warnings=[]
         )
@@ -452,6 +461,12 @@ def _judge(result: CheckResult) -> None:
             continue
         if abs(value) > limit:
             result.failures.append(f"{metric} {value:.4g} exceeds {key} {limit:g}")
+    if result.params.get("gradient") == "spsa":
+        result.warnings.append(
+            f"weaker attack: the gradient is estimated from {result.params['spsa_directions']} "
+            "random directions (SPSA, forward passes only), so the fooling rate is a lower "
+            "bound on what an exact-gradient attack finds"
+        )
     zg = result.zero_gradient_fraction
     if zg is not None and zg > GRADIENT_MASKING_WARN:
         result.warnings.append(

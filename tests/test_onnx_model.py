@@ -22,7 +22,7 @@ from onnx_helpers import export, ort_run, rel_err
 
 from pytest_hepguard.attacks.base import input_gradient
 from pytest_hepguard.audit import Auditor
-from pytest_hepguard.events import load_events
+from pytest_hepguard.events import Events, load_events
 from pytest_hepguard.exceptions import ModelError, UnsupportedOnnxOpError
 from pytest_hepguard.layout import Layout
 from pytest_hepguard.models import load_model
@@ -223,3 +223,12 @@ def test_graph_the_bridge_cannot_run_needs_gradient_free(tmp_path) -> None:
     assert model.output_kind == "probabilities"
     with pytest.raises(ModelError, match=r"no exact input gradient.*gradient: spsa"):
         model.raw(x)
+    # the audit of a forward-only model estimates gradients (SPSA) and says the attack is weaker
+    features = "".join(f"  f{i}: {{absolute: 0.5}}\n" for i in range(4))
+    unc = parse_uncertainties(f"version: 1\nfeatures:\n{features}")
+    rows = np.random.default_rng(1).normal(size=(300, 4)).astype(np.float32)
+    events = Events(rows, ("f0", "f1", "f2", "f3"), None, None, path)
+    result = Auditor(model, events, unc, seed=0).run("pgd", epsilon=1.0, steps=3)
+    assert result.params["gradient"] == "spsa"
+    assert any(w.startswith("weaker attack") for w in result.warnings)
+    assert result.fooling_rate >= result.random_fooling_rate

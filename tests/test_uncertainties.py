@@ -88,7 +88,8 @@ def feature(name: str, kind: str | None, up: float, down: float, line: int, **kw
 def test_full_example_gives_the_exact_model(tmp_path: Path) -> None:
     path = write(tmp_path, FULL)
     model = load_uncertainties(path)
-    pgd_defaults = {"random_start": True, "step_size": None}
+    gradient_defaults = {"gradient": "exact", "spsa_directions": 32, "spsa_delta": 0.01}
+    pgd_defaults = {"random_start": True, "step_size": None, **gradient_defaults}
     expected = UncertaintyModel(
         features=(
             feature("jet_pt", "relative", 0.02, 0.02, 3, min=0.0),
@@ -116,7 +117,9 @@ def test_full_example_gives_the_exact_model(tmp_path: Path) -> None:
                 {"epsilon": 1.0, "distribution": "gaussian"},
                 {"max_fooling_rate": 0.02},
             ),
-            GateSpec("fgsm", "fgsm", {"epsilon": 1.0}, {"max_fooling_rate": 0.10}),
+            GateSpec(
+                "fgsm", "fgsm", {"epsilon": 1.0, **gradient_defaults}, {"max_fooling_rate": 0.10}
+            ),
             GateSpec(
                 "pgd",
                 "pgd",
@@ -181,7 +184,8 @@ def test_defaults_when_optional_sections_are_missing(tmp_path: Path) -> None:
 
 def test_null_gate_runs_its_attack_with_defaults(tmp_path: Path) -> None:
     (gate,) = load_text(tmp_path, MINIMAL + "gates:\n  fgsm:\n").gates
-    assert gate == GateSpec("fgsm", "fgsm", {"epsilon": 1.0}, {})
+    defaults = {"epsilon": 1.0, "gradient": "exact", "spsa_directions": 32, "spsa_delta": 0.01}
+    assert gate == GateSpec("fgsm", "fgsm", defaults, {})
 
 
 def test_decision_forms(tmp_path: Path) -> None:
@@ -410,9 +414,9 @@ BAD = {
         "gates.pgd.step",
         [
             "unknown key 'step'",
-            "allowed keys: attack, epsilon, max_auc_drop, max_efficiency_change, "
+            "allowed keys: attack, epsilon, gradient, max_auc_drop, max_efficiency_change, "
             "max_fooling_rate, max_fooling_rate_correct, max_mean_shift, max_output_ks, "
-            "max_output_wasserstein, random_start, step_size, steps",
+            "max_output_wasserstein, random_start, spsa_delta, spsa_directions, step_size, steps",
             "did you mean 'steps'?",
         ],
     ),

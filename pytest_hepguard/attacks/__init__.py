@@ -31,6 +31,20 @@ class Param:
 
 _EPSILON = Param("epsilon", "float", 1.0, "attack size in sigmas of each feature's envelope")
 
+#: How a gradient attack gets its gradient (``pytest_hepguard.attacks.spsa`` for ``spsa``).
+_GRADIENT = (
+    Param(
+        "gradient",
+        "choice",
+        "exact",
+        "exact: autograd input gradient; spsa: estimated from 2 * spsa_directions + 1 forward "
+        "passes per step, for models that can only run forward (a weaker attack: a lower bound)",
+        ("exact", "spsa"),
+    ),
+    Param("spsa_directions", "int", 32, "random +-1 directions per SPSA gradient estimate"),
+    Param("spsa_delta", "float", 0.01, "SPSA finite-difference half-step in sigmas"),
+)
+
 PARAMETERS: dict[str, tuple[Param, ...]] = {
     "random": (
         _EPSILON,
@@ -43,12 +57,13 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
             ("gaussian", "uniform", "sign"),
         ),
     ),
-    "fgsm": (_EPSILON,),
+    "fgsm": (_EPSILON, *_GRADIENT),
     "pgd": (
         _EPSILON,
         Param("steps", "int", 10, "number of gradient steps"),
         Param("step_size", "float", None, "step in sigmas; default 2.5 * epsilon / steps"),
         Param("random_start", "bool", True, "start from a uniform random point of the envelope"),
+        *_GRADIENT,
     ),
 }
 

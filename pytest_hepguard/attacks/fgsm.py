@@ -1,23 +1,32 @@
 """``fgsm``: one signed-gradient step of epsilon sigmas (Goodfellow et al.; arXiv 2203.13890).
 
 Untargeted: it raises the cross-entropy of the true label, each entry moving by epsilon times its
-own up or down sigma, then projected onto the envelope and the bounds.
+own up or down sigma, then projected onto the envelope and the bounds. The gradient is exact or,
+with ``gradient: spsa``, estimated from forward passes (see :mod:`pytest_hepguard.attacks.spsa`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from pytest_hepguard.attacks.base import Attack, Perturbation, input_gradient, signed_step
-from pytest_hepguard.attacks.base import zero_gradient as no_gradient
+from pytest_hepguard.attacks.base import GradientAttack, Perturbation, signed_step
 from pytest_hepguard.envelope import Envelope
 from pytest_hepguard.models.base import Model
 
 
-class FGSM(Attack):
+class FGSM(GradientAttack):
     """Fast gradient sign method in sigma units."""
 
     name = "fgsm"
+
+    def __init__(
+        self,
+        epsilon: float,
+        gradient: str = "exact",
+        spsa_directions: int = 32,
+        spsa_delta: float = 0.01,
+    ) -> None:
+        super().__init__(epsilon, gradient, spsa_directions, spsa_delta)
 
     def perturb(
         self,
@@ -27,8 +36,8 @@ class FGSM(Attack):
         envelope: Envelope,
         generator: torch.Generator,
     ) -> Perturbation:
-        grad, _ = input_gradient(model, x0, labels)
+        grad, _ = self.loss_gradient(model, x0, labels, envelope, generator)
         up, down = envelope.sigmas(x0)
         box = envelope.box(x0, self.epsilon)
         x = envelope.project(x0, x0 + signed_step(grad, up, down, self.epsilon), box)
-        return Perturbation(x, no_gradient(grad, envelope.movable(x0)))
+        return Perturbation(x, self.masking(grad, envelope.movable(x0)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_hepguard.attacks import PARAMETERS
 from pytest_hepguard.exceptions import HepguardError
 from pytest_hepguard.report.schema import validate_report
 
@@ -235,11 +236,14 @@ def worsening(metric: str, old: float, new: float) -> float:
 
 
 def _key(check: dict[str, Any]) -> tuple[str, str, str]:
-    """``name``, ``attack`` and the parameters as canonical JSON (sorted keys; numbers as floats,
-    so ``steps: 20`` and ``steps: 20.0`` match)."""
+    """``name``, ``attack`` and the parameters as canonical JSON (defaults filled in, so a
+    baseline written before an attack gained a parameter still matches; sorted keys; numbers as
+    floats, so ``steps: 20`` and ``steps: 20.0`` match)."""
+    defaults = {p.name: p.default for p in PARAMETERS.get(str(check.get("attack")), ())}
+    params = {**defaults, **(check.get("params") or {})}
     params = {
         k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-        for k, v in (check.get("params") or {}).items()
+        for k, v in params.items()
     }
     return str(check.get("name")), str(check.get("attack")), json.dumps(params, sort_keys=True)
 
