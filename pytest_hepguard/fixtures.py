@@ -41,16 +41,8 @@ def _fatal(config: pytest.Config, exc: HepguardError) -> None:
 
 @pytest.fixture(scope="session")
 def hepguard_uncertainties(pytestconfig: pytest.Config) -> UncertaintyModel:
-    """The validated uncertainty file (``--hepguard-uncertainties``); without ``inputs:``, the
-    inputs of the weaver ``preprocess.json`` beside an ONNX ``--hepguard-model``."""
-    from pytest_hepguard.preprocess import complete_uncertainties
-
-    state = _state(pytestconfig)
-    try:
-        return complete_uncertainties(state.uncertainties, state.settings.model)  # type: ignore[arg-type]
-    except HepguardError as exc:
-        _fatal(pytestconfig, exc)
-        raise
+    """The validated uncertainty file (``--hepguard-uncertainties``)."""
+    return _state(pytestconfig).uncertainties  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="session")
