@@ -328,12 +328,41 @@ def _slices(n: int, req: _Request) -> Iterator[slice]:
 
 #: The npz array holding the per-event entry counts of a ragged per-constituent column ``c``
 #: stored flat (all events' values back to back in ``c``).
+_NPZ_NAMES_SUFFIX = "_names"
 _NPZ_COUNTS = "{}_counts"
+
+
+def _npz_cubes(
+    req: _Request, files: Sequence[str], get: Callable[[str], np.ndarray]
+) -> dict[str, tuple[np.ndarray, int]]:
+    """The per-constituent columns held in 3-D arrays: ``<input>`` [n_events, k, n_features]
+    (channels-last) with a 1-D string array ``<input>_names`` naming its features. Returns
+    column name -> (the 3-D array, its index on the last axis)."""
+    out: dict[str, tuple[np.ndarray, int]] = {}
+    for key in files:
+        names_key = f"{key}{_NPZ_NAMES_SUFFIX}"
+        if names_key not in files:
+            continue
+        names, cube = get(names_key), get(key)
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise req.error(
+                f"{names_key!r} must be a 1-D string array naming the features of {key!r}, got "
+                f"dtype {names.dtype}, shape {names.shape}"
+            )
+        if cube.ndim != 3 or cube.shape[2] != len(names):
+            raise req.error(
+                f"{key!r} must be a 3-D array [n_events, constituents, {len(names)}] "
+                f"(channels-last) matching {names_key!r}, got shape {cube.shape}"
+            )
+        for index, name in enumerate(names):
+            out[str(name.decode() if isinstance(name, bytes) else name)] = (cube, index)
+    return out
 
 
 def _read_npz(req: _Request) -> Iterator[Chunk]:
     """``.npz``: 1-D array per column, or 2-D ``features`` + string ``feature_names``.
-    Per-constituent columns: a 2-D array, or flat values + ``<column>_counts``."""
+    Per-constituent columns: a 2-D array, flat values + ``<column>_counts``, or a 3-D array
+    ``<input>`` [n_events, k, n_features] + string ``<input>_names``."""
     try:
         npz = np.load(req.path, allow_pickle=False)
     except ValueError as exc:
@@ -383,6 +412,8 @@ def _read_npz(req: _Request) -> Iterator[Chunk]:
                     f"'feature_names', got shape {matrix.shape}"
                 )
             keys = matrix_names + [k for k in keys if k not in ("features", "feature_names")]
+        cubes = _npz_cubes(req, npz.files, get)
+        keys += [name for name in cubes if name not in keys]
         hint = ""
         if "features" in npz.files and matrix is None:
             hint = (
@@ -393,7 +424,13 @@ def _read_npz(req: _Request) -> Iterator[Chunk]:
 
         arrays: dict[str, Any] = {}
         for c in req.columns:
-            arr = matrix[:, matrix_names.index(c)] if c in matrix_names else get(c)
+            if c in matrix_names:
+                arr = matrix[:, matrix_names.index(c)]
+            elif c in cubes and c not in npz.files:
+                cube, index = cubes[c]
+                arr = cube[:, :, index]
+            else:
+                arr = get(c)
             if c not in req.constituents:
                 _check_array(req, c, arr)
                 arrays[c] = arr

@@ -1036,3 +1036,30 @@ def test_docs_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     for i, block in enumerate(blocks):
         code = compile(block, f"docs/data.md[python block {i}]", "exec")
         exec(code, {"__name__": f"docs_data_{i}"})
+
+
+def test_npz_three_dimensional_input_array(tmp_path: Path) -> None:
+    """A model input stored whole: ``tracks`` [n, 5, 2] (channels-last) named by
+    ``tracks_names``; each named feature is a per-constituent column, padded or cut to its
+    length exactly as numpy slicing and padding give it."""
+    rng = np.random.default_rng(3)
+    tracks = rng.normal(size=(7, 5, 2)).astype(np.float32)
+    path = tmp_path / "cube.npz"
+    np.savez(path, jet_pt=rng.uniform(20, 100, 7), tracks=tracks, tracks_names=["trk_pt", "trk_d0"])
+    ev = load_events(path, ["jet_pt"], constituents={"trk_pt": (4, 0.0), "trk_d0": (6, -1.0)})
+    np.testing.assert_array_equal(ev.constituents["trk_pt"], tracks[:, :4, 0])
+    expected = np.concatenate([tracks[:, :, 1], np.full((7, 1), -1.0, np.float32)], axis=1)
+    np.testing.assert_array_equal(ev.constituents["trk_d0"], expected)
+    np.testing.assert_array_equal(ev.constituent_counts["trk_pt"], np.full(7, 5))
+
+
+def test_npz_three_dimensional_input_array_errors(tmp_path: Path) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, tracks=np.zeros((3, 4, 2)), tracks_names=["a", "b", "c"])
+    with pytest.raises(
+        DataError, match=r"'tracks' must be a 3-D array \[n_events, constituents, 3\]"
+    ):
+        load_events(path, [], constituents={"a": (4, 0.0)})
+    np.savez(path, tracks=np.zeros((3, 4, 2)), tracks_names=np.zeros(2))
+    with pytest.raises(DataError, match=r"'tracks_names' must be a 1-D string array"):
+        load_events(path, [], constituents={"a": (4, 0.0)})
