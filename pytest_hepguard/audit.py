@@ -30,6 +30,7 @@ from pytest_hepguard.metrics import (
     roc_points,
 )
 from pytest_hepguard.models.base import Model
+from pytest_hepguard.preprocess import frozen_by_preprocess
 from pytest_hepguard.uncertainties import GATE_LIMITS, GateSpec, UncertaintyModel
 
 #: Share of events with a zero input gradient above which a check warns of gradient masking.
@@ -177,6 +178,10 @@ class Auditor:
         self.decision = decision.with_efficiency_cut(
             uncertainties.decision, disc, self.labels, events.weights
         )
+        frozen = frozen_by_preprocess(uncertainties)
+        if frozen:
+            note = f"frozen (in preprocess.json, no envelope declared): {', '.join(frozen)}"
+            self.decision = replace(self.decision, assumptions=(*self.decision.assumptions, note))
         self.nominal_probs = nominal
         self.nominal_disc = disc
         self.nominal_decisions = self.decision.decide(torch.from_numpy(nominal)).numpy()

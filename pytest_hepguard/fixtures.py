@@ -41,7 +41,8 @@ def _fatal(config: pytest.Config, exc: HepguardError) -> None:
 
 @pytest.fixture(scope="session")
 def hepguard_uncertainties(pytestconfig: pytest.Config) -> UncertaintyModel:
-    """The validated uncertainty file (``--hepguard-uncertainties``)."""
+    """The validated uncertainty file (``--hepguard-uncertainties``); without ``inputs:``, with
+    the inputs of the weaver ``preprocess.json`` beside an ONNX ``--hepguard-model``."""
     return _state(pytestconfig).uncertainties  # type: ignore[return-value]
 
 

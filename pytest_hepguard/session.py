@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_hepguard.exceptions import HepguardError, ReportPathError
+from pytest_hepguard.preprocess import complete_uncertainties
 from pytest_hepguard.report.files import check_report_path
 from pytest_hepguard.uncertainties import UncertaintyModel, load_uncertainties
 
@@ -135,7 +136,10 @@ def build_state(config: pytest.Config) -> State:
         if asked:
             raise HepguardError(f"{asked[0]} needs --hepguard-uncertainties")
         return state
-    state.uncertainties = load_uncertainties(settings.uncertainties)  # type: ignore[arg-type]
+    state.uncertainties = complete_uncertainties(
+        load_uncertainties(settings.uncertainties),  # type: ignore[arg-type]
+        settings.model,
+    )
     inputs = settings.input_files(state.uncertainties)
     for option, target in settings.outputs().items():
         check_report_path(target, option, inputs, settings.force)

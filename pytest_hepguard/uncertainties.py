@@ -119,6 +119,20 @@ class GateSpec:
 
 
 @dataclass(frozen=True)
+class InputScaling:
+    """An elementwise transform between the row's physical values and what the model takes, per
+    feature of one input (weaver's ``preprocess.json``): ``x' = clip((x - median) * norm_factor,
+    lower, upper)``, and ``pad`` in padded constituents (after the transform). Every tuple has
+    one entry per feature of the input, in its order."""
+
+    median: tuple[float, ...]
+    norm_factor: tuple[float, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    pad: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class InputSpec:
     """One input tensor of a multi-input model (the ``inputs:`` section).
 
@@ -128,6 +142,10 @@ class InputSpec:
     ``channels_first`` (weaver's layout, ParticleNet's). ``per="mask"``: 1 for real
     constituents of the inputs in ``mask_of`` and 0 for padding, [batch, 1, length] with
     ``channels_first``, else [batch, length, 1]; never perturbed. Padding is never moved.
+    Per-constituent inputs of the same length may share a feature (ParticleNet's points and
+    features share the angles): the row holds it once. ``scaling`` (from a weaver
+    ``preprocess.json``, see :mod:`pytest_hepguard.preprocess`) is applied when the row becomes
+    the model's tensors; the row and the envelopes stay in physical units.
     """
 
     name: str
@@ -138,6 +156,7 @@ class InputSpec:
     channels_first: bool = False
     mask_of: tuple[str, ...] = ()
     line: int | None = None
+    scaling: InputScaling | None = None
 
 
 @dataclass(frozen=True)
@@ -606,18 +625,17 @@ def _inputs(
     entries = list(_named(inputs, where, "input"))
     specs = tuple(_input(name, v, at) for name, v, at in entries)
     declared = {f.name for f in features}
-    used: dict[str, str] = {}
+    used: dict[str, InputSpec] = {}
     resolved: list[InputSpec] = []
-    for spec, (name, _, at) in zip(specs, entries, strict=True):
+    for spec, (_, _, at) in zip(specs, entries, strict=True):
         for feature in spec.features:
             if feature not in declared:
                 raise at.error(
                     f"feature {feature!r} is not declared under features:",
                     f"declare its envelope there{_did_you_mean(feature, sorted(declared))}",
                 )
-            if feature in used:
-                raise at.error(f"feature {feature!r} is already in input {used[feature]!r}")
-            used[feature] = name
+            check_shared(feature, used.get(feature), spec, at.error)
+            used[feature] = spec
         for target in spec.mask_of:
             other = next((s for s in specs if s.name == target), None)
             if other is None or other.per != "constituent":
@@ -637,6 +655,32 @@ def _inputs(
             "every feature under features: must belong to one input",
         )
     return tuple(resolved)
+
+
+def check_shared(
+    feature: str,
+    first: InputSpec | None,
+    spec: InputSpec,
+    error: Callable[[str, str], Exception],
+) -> None:
+    """Refuse ``feature`` in ``spec`` when ``first`` (the input that had it already, if any)
+    cannot share it: only per-constituent inputs of the same length and pad value share
+    features. ``error(what, expected)`` builds the exception (with file, line and key)."""
+    if first is None:
+        return
+    if first.per == spec.per == "constituent":
+        if (first.length, first.pad_value) == (spec.length, spec.pad_value):
+            return
+        what = f"length {spec.length}, pad_value {spec.pad_value:g}"
+        theirs = f"length {first.length}, pad_value {first.pad_value:g}"
+        raise error(
+            f"feature {feature!r} is also in input {first.name!r} with {theirs}, here {what}",
+            "inputs that share a feature need the same length and pad_value",
+        )
+    raise error(
+        f"feature {feature!r} is already in input {first.name!r}",
+        "only per: constituent inputs of the same length may share a feature",
+    )
 
 
 def _input(name: str, value: object, where: _Where) -> InputSpec:

@@ -166,24 +166,6 @@ def test_flatten_builds_the_rows_and_the_mask(setup) -> None:
     flat = layout.flatten(per_event)
     assert flat.feature_names == layout.names
     np.testing.assert_array_equal(flat.features, rows)
-    # with the loader's counts, a real constituent whose values all equal the pad value stays
-    # real (mask 1): the counts, not the values, say what the file had
-    counts = rows[:, [index[f"mask[{k}]"] for k in range(N_TRACKS)]].sum(1).astype(np.int64)
-    zeroed = {f: v.copy() for f, v in constituents.items()}
-    for v in zeroed.values():
-        v[0, 0] = 0.0
-    with_counts = Events(
-        rows[:, :2],
-        ("jet_pt", "jet_eta"),
-        events.labels,
-        None,
-        events.source,
-        zeroed,
-        {f: counts for f in zeroed},
-    )
-    flat = layout.flatten(with_counts)
-    assert flat.features[0, index["mask[0]"]] == 1
-    np.testing.assert_array_equal(flat.features[1:], rows[1:])
 
 
 def test_padding_and_masks_never_move(setup) -> None:
