@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 from pytest_hepguard.uncertainties import FeatureSpec
+
+#: The repository root, where the README's commands run.
+REPO = Path(__file__).resolve().parents[1]
 
 #: A feature set that exercises every envelope rule: absolute, relative with a bound, asymmetric,
 #: integer with a bound, sentinel, frozen, std.
@@ -55,3 +64,18 @@ class MLP(torch.nn.Module):
         # sentinel entries would dominate a linear layer: squash inputs first
         out = self.net(torch.tanh(x * self.scale))
         return torch.softmax(out, dim=1) if self.softmax else out
+
+
+def audit_report(args: list[str], report: Path) -> dict:
+    """Run ``python -m pytest *args --hepguard-json report`` from the repository root (one
+    thread, unrelated third-party plugins off: they only slow the start); assert it exits 0 and
+    return the JSON report."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "pytest", *args, "--hepguard-json", str(report)]
+    command += ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark"]
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(report.read_text(encoding="utf-8"))

@@ -16,15 +16,12 @@ absent. References: SOURCE.md's AUC; labels straight from the Parquet file's ``j
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import audit_report
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "jetclass"
@@ -119,22 +116,16 @@ def test_raw_input_gradient_is_finite_and_zero_on_padding(jets) -> None:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     """The JSON report of the README command, run from the repository root (unrelated
-    third-party plugins off: they only slow the start)."""
-    path = tmp_path_factory.mktemp("jetclass") / "report.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [
-        *(sys.executable, "-m", "pytest", "examples/jetclass"),
-        *("--hepguard-model", "examples.jetclass.model:particlenet_kin"),
-        *("--hepguard-uncertainties", "examples/jetclass/unc.yaml"),
-        *("--hepguard-batch-size", str(BATCH), "--hepguard-json", str(path)),
-        *("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark"),
-    ]
-    done = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    third-party plugins off)."""
+    return audit_report(
+        [
+            "examples/jetclass",
+            *("--hepguard-model", "examples.jetclass.model:particlenet_kin"),
+            *("--hepguard-uncertainties", "examples/jetclass/unc.yaml"),
+            *("--hepguard-batch-size", str(BATCH)),
+        ],
+        tmp_path_factory.mktemp("jetclass") / "report.json",
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def test_readme_command_passes_and_pgd_beats_noise(report) -> None:

@@ -8,15 +8,12 @@ References: the example's own files (its uncertainty file, parsed here, and the 
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import audit_report
 
 from pytest_hepguard.uncertainties import load_uncertainties
 
@@ -28,22 +25,15 @@ GATES = ("random", "fgsm", "pgd")
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     """The JSON report of the README command, run from the repository root (unrelated
-    third-party plugins off: they only slow the start)."""
-    path = tmp_path_factory.mktemp("deepjet_like") / "report.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [
-        *(sys.executable, "-m", "pytest", "examples/deepjet_like"),
-        *("--hepguard-model", "examples/deepjet_like/tagger.onnx"),
-        *("--hepguard-uncertainties", "examples/deepjet_like/unc.yaml"),
-        *("--hepguard-json", str(path)),
-        *("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark"),
-    ]
-    done = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    third-party plugins off)."""
+    return audit_report(
+        [
+            "examples/deepjet_like",
+            *("--hepguard-model", "examples/deepjet_like/tagger.onnx"),
+            *("--hepguard-uncertainties", "examples/deepjet_like/unc.yaml"),
+        ],
+        tmp_path_factory.mktemp("deepjet_like") / "report.json",
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def checks(report: dict) -> dict[str, dict]:
