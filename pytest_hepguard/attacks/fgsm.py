@@ -19,15 +19,6 @@ class FGSM(GradientAttack):
 
     name = "fgsm"
 
-    def __init__(
-        self,
-        epsilon: float,
-        gradient: str = "exact",
-        spsa_directions: int = 32,
-        spsa_delta: float = 0.01,
-    ) -> None:
-        super().__init__(epsilon, gradient, spsa_directions, spsa_delta)
-
     def perturb(
         self,
         model: Model,

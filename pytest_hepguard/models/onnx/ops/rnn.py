@@ -236,6 +236,14 @@ def _lstm_loop(f: Activation, g: Activation, h_act: Activation) -> Direction:
     return run
 
 
+def _runs(node: Node, kernel: Direction | None, loop: Callable[..., Direction]) -> list[Direction]:
+    """Per direction, torch's ``kernel`` when it applies (default activations), else the
+    explicit ``loop`` built from the direction's activations."""
+    if kernel is not None:
+        return [kernel] * len(_DIRECTIONS[node.attr("direction", "forward")])
+    return [loop(*acts) for acts in _activations(node)]
+
+
 @op("LSTM", check=_check_rnn)
 def lstm(
     node: Node,
@@ -251,12 +259,7 @@ def lstm(
     """ONNX LSTM (4 gates); returns (Y, Y_h, Y_c), shapes in the module docstring."""
     if p is not None and bool(p.any()):
         raise OpNotSupported(f"{node.where()}: peephole connections (input P) are not supported")
-    if _is_default(node):
-        runs: list[Direction] = [_lstm_direction] * len(
-            _DIRECTIONS[node.attr("direction", "forward")]
-        )
-    else:
-        runs = [_lstm_loop(*acts) for acts in _activations(node)]
+    runs = _runs(node, _lstm_direction if _is_default(node) else None, _lstm_loop)
     return _recurrent(node, x, w, r, b, sequence_lens, (initial_h, initial_c), runs)
 
 
@@ -272,10 +275,6 @@ def gru(
 ) -> tuple[torch.Tensor, ...]:
     """ONNX GRU (3 gates); returns (Y, Y_h), shapes in the module docstring."""
     lbr = bool(node.attr("linear_before_reset", 0))
-    if lbr and _is_default(node):
-        runs: list[Direction] = [_gru_direction] * len(
-            _DIRECTIONS[node.attr("direction", "forward")]
-        )
-    else:
-        runs = [_gru_loop(f, g, lbr) for f, g in _activations(node)]
+    kernel = _gru_direction if lbr and _is_default(node) else None
+    runs = _runs(node, kernel, lambda f, g: _gru_loop(f, g, lbr))
     return _recurrent(node, x, w, r, b, sequence_lens, (initial_h,), runs)
