@@ -11,22 +11,25 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
 from pytest_hepguard.attacks import check_params, get_attack
+from pytest_hepguard.attacks.base import Sample, SampleAttack
+from pytest_hepguard.attacks.systematic import Group, build_groups, correlated_shift
 from pytest_hepguard.decision import Decision
 from pytest_hepguard.envelope import Envelope, feature_std
 from pytest_hepguard.events import Events
-from pytest_hepguard.exceptions import DataError
+from pytest_hepguard.exceptions import AttackError, DataError
 from pytest_hepguard.layout import Layout
 from pytest_hepguard.metrics import (
     discriminant_histograms,
     fooling_rate,
     output_shift,
+    radius_summary,
     roc_points,
 )
 from pytest_hepguard.models.base import Model
@@ -83,6 +86,9 @@ class CheckResult:
     limits: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: what an attack reports beyond the common numbers: the hidden attack's certificate, the
+    #: systematic variations, the worst-case cascade, the radius distribution, the scan table.
+    details: dict[str, object] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -90,8 +96,10 @@ class CheckResult:
         return not self.failures
 
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready dict (NaN and inf become None)."""
-        out = {k: _plain(v) for k, v in asdict(self).items()}
+        """Plain JSON-ready dict (NaN and inf become None; private details left out)."""
+        data = asdict(self)
+        data["details"] = {k: v for k, v in self.details.items() if not k.startswith("_")}
+        out = {k: _plain(v) for k, v in data.items()}
         out["passed"] = self.passed
         return out
 
@@ -118,6 +126,10 @@ class _Perturbed:
     violations: int
     zero_gradient: int | None
     seconds: float
+    rows: np.ndarray | None = None  # [n, n_features] perturbed rows, kept when asked for
+    details: dict[str, object] = field(default_factory=dict)
+    failures: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 class Auditor:
@@ -132,6 +144,10 @@ class Auditor:
         batch_size: events per attack batch.
         progress: called after every batch of an attack as ``progress(attack, done, total)``
             (events); the plugin draws a progress bar with it.
+        on_perturbed: called once per check name as ``on_perturbed(name, rows, nominal,
+            perturbed)`` with the perturbed rows [n, n_features] and the nominal and perturbed
+            class probabilities [n, n_classes] (``--hepguard-save-perturbed``); the perturbed
+            rows of each check are kept in memory only when it is given.
     """
 
     def __init__(
@@ -143,6 +159,7 @@ class Auditor:
         seed: int = 0,
         batch_size: int = 65536,
         progress: Callable[[str, int, int], None] | None = None,
+        on_perturbed: Callable[[str, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
     ) -> None:
         self.layout = layout = Layout(uncertainties)
         events = layout.flatten(events)
@@ -191,6 +208,10 @@ class Auditor:
             else self.decision.correct(self.nominal_decisions, self.labels)
         )
         self._cache: dict[tuple[str, tuple[tuple[str, object], ...]], CheckResult] = {}
+        self.on_perturbed = on_perturbed
+        self.keep_rows = on_perturbed is not None
+        self._rows_of: dict[tuple[str, tuple[tuple[str, object], ...]], np.ndarray] = {}
+        self._saved: set[str] = set()
 
     # -- data movement -------------------------------------------------------------------------
 
@@ -235,10 +256,69 @@ class Auditor:
         gen.manual_seed((self.seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63))
         return gen
 
+    def _sample(self) -> Sample:
+        """The whole nominal sample, for attacks whose constraints span every event."""
+        labels = self.labels if self.labels is not None else self.nominal_probs.argmax(1)
+        return Sample(
+            x0=torch.from_numpy(self.events.features),
+            labels=torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
+            nominal_decisions=torch.from_numpy(self.nominal_decisions),
+            decision=self.decision,
+            envelope=self.envelope,
+            feature_of=tuple(self.layout.feature_of),
+            names=tuple(self.layout.names),
+            constraints=self.uncertainties.constraints,
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
     def _perturb_all(self, attack_name: str, params: dict[str, object]) -> _Perturbed:
+        """Run one attack over every event (batch by batch, or on the whole sample for the
+        attacks that need it) and gather what the metrics need."""
         attack = get_attack(attack_name, params)
-        eps = float(params["epsilon"])
         gen = self._generator(f"{attack_name}:{sorted(params.items())}")
+        self._sync()
+        t0 = time.perf_counter()
+        if isinstance(attack, SampleAttack):
+            sample = self._sample()
+            if self.progress is not None:
+                progress = self.progress
+                sample.progress = lambda done, total: progress(attack_name, done, total)
+            whole = attack.perturb_sample(self.model, sample, gen)
+            pairs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = (
+                (self._batch(s, s + self.batch_size), self._rows(whole.x, s), None)
+                for s in self._batches()
+            )
+            out = self._accumulate(pairs, float(params["epsilon"]), None, t0)
+            return replace(
+                out,
+                details=whole.details,
+                failures=tuple(whole.failures),
+                warnings=tuple(whole.warnings),
+            )
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+            for s in self._batches():
+                x0 = self._batch(s, s + self.batch_size)
+                labels = self._attack_labels(s, s + len(x0), self.nominal_probs[s : s + len(x0)])
+                pert = attack.perturb(self.model, x0, labels, self.envelope, gen)
+                yield x0, pert.x, pert.zero_gradient
+
+        return self._accumulate(batches(), float(params["epsilon"]), attack_name, t0)
+
+    def _rows(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return x[start : start + self.batch_size].to(self.device)
+
+    def _accumulate(
+        self,
+        pairs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+        epsilon: float | None,
+        progress_name: str | None,
+        t0: float,
+    ) -> _Perturbed:
+        """Probabilities and displacement statistics of perturbed batches ``(x0, x,
+        zero_gradient)``; entries outside the envelope of size ``epsilon`` are counted (not
+        for group shifts, ``epsilon=None``, which have their own sigmas)."""
         nf = len(self.envelope.names)
         max_disp = torch.zeros(nf, device=self.device)
         sum_abs = torch.zeros(nf, device=self.device, dtype=torch.float64)
@@ -246,27 +326,26 @@ class Auditor:
         n_moved = torch.zeros(nf, device=self.device, dtype=torch.long)
         violations = torch.zeros((), device=self.device, dtype=torch.long)
         zero_grad: torch.Tensor | None = None
-        probs = []
-        self._sync()
-        t0 = time.perf_counter()
-        for s in self._batches():
-            x0 = self._batch(s, s + self.batch_size)
-            labels = self._attack_labels(s, s + len(x0), self.nominal_probs[s : s + len(x0)])
-            pert = attack.perturb(self.model, x0, labels, self.envelope, gen)
+        probs, rows = [], []
+        done = 0
+        for x0, x, masked in pairs:
             with torch.no_grad():
-                probs.append(self.model.probabilities(self.model.score(pert.x)).cpu())
-                delta = self.envelope.in_sigmas(x0, pert.x).abs()
+                probs.append(self.model.probabilities(self.model.score(x)).cpu())
+                if self.keep_rows:
+                    rows.append(x.cpu())
+                delta = self.envelope.in_sigmas(x0, x).abs()
                 movable = self.envelope.movable(x0)
                 max_disp = torch.maximum(max_disp, delta.amax(0))
                 sum_abs += torch.where(movable, delta, 0.0).sum(0, dtype=torch.float64)
                 n_movable += movable.sum(0)
-                n_moved += (pert.x != x0).sum(0)
-                violations += (~self.envelope.contains(x0, pert.x, eps)).sum()
-                if pert.zero_gradient is not None:
-                    masked = pert.zero_gradient.sum()
-                    zero_grad = masked if zero_grad is None else zero_grad + masked
-            if self.progress is not None:
-                self.progress(attack_name, s + len(x0), len(self.events))
+                n_moved += (x != x0).sum(0)
+                if epsilon is not None:
+                    violations += (~self.envelope.contains(x0, x, epsilon)).sum()
+                if masked is not None:
+                    zero_grad = masked.sum() if zero_grad is None else zero_grad + masked.sum()
+            done += len(x0)
+            if self.progress is not None and progress_name is not None:
+                self.progress(progress_name, done, len(self.events))
         self._sync()
         return _Perturbed(
             torch.cat(probs).numpy(),
@@ -277,6 +356,7 @@ class Auditor:
             int(violations),
             None if zero_grad is None else int(zero_grad),
             time.perf_counter() - t0,
+            rows=torch.cat(rows).numpy() if rows else None,
         )
 
     def _per_feature(
@@ -329,15 +409,25 @@ class Auditor:
         """The numbers of ``attack`` with complete ``params``, computed once per session.
 
         Gradient attacks get the Gaussian-noise check of the same epsilon as their baseline;
-        that check is its own baseline.
+        that check is its own baseline. ``systematic`` and ``scan`` are made of other checks.
         """
         key = (attack, tuple(sorted(params.items())))
         if key not in self._cache:
-            noise = check_params("random", {"epsilon": params["epsilon"]})
-            baseline = (
-                None if (attack, params) == ("random", noise) else self._measure("random", noise)
-            )
-            self._cache[key] = self._check(attack, params, baseline)
+            if attack == "systematic":
+                self._cache[key] = self._systematic(params)
+            elif attack == "scan":
+                self._cache[key] = self._scan(params)
+            else:
+                noise = check_params("random", {"epsilon": params["epsilon"]})
+                baseline = (
+                    None
+                    if (attack, params) == ("random", noise)
+                    else self._measure("random", noise)
+                )
+                pert = self._perturb_all(attack, params)
+                if pert.rows is not None:
+                    self._rows_of[key] = pert.rows
+                self._cache[key] = self._result(attack, params, pert, baseline)
         return self._cache[key]
 
     def run(
@@ -360,19 +450,170 @@ class Auditor:
             params = check_params(attack, {**params, "gradient": "spsa"})
         measured = self._measure(attack, params)
         result = replace(
-            measured, name=name or attack, limits=dict(limits or {}), failures=[], warnings=[]
+            measured,
+            name=name or attack,
+            limits=dict(limits or {}),
+            failures=list(measured.failures),
+            warnings=list(measured.warnings),
         )
         _judge(result)
+        self._save(result.name, (attack, tuple(sorted(params.items()))))
         return result
 
     def run_gate(self, gate: GateSpec) -> CheckResult:
         """Run one ``gates:`` entry of the uncertainty file."""
         return self.run(gate.attack, name=gate.name, limits=gate.limits, **gate.params)
 
-    def _check(
-        self, attack: str, params: dict[str, object], baseline: CheckResult | None
+    def _save(self, name: str, key: tuple[str, tuple[tuple[str, object], ...]]) -> None:
+        """Hand the perturbed sample of check ``name`` to ``on_perturbed`` (once per name)."""
+        rows = self._rows_of.get(key)
+        if self.on_perturbed is None or rows is None or name in self._saved:
+            return
+        self._saved.add(name)
+        perturbed = self._cache[key].details.get("_probs")
+        assert isinstance(perturbed, np.ndarray)
+        self.on_perturbed(name, rows, self.nominal_probs, perturbed)
+
+    # -- composite checks ----------------------------------------------------------------------
+
+    def _groups_on_row(self) -> list[Group]:
+        groups = build_groups(
+            self.uncertainties.groups,
+            self.layout.specs,
+            self.layout.feature_of,
+            self.feature_std,
+            self.device,
+            self.layout.padded if self.layout.multi_input else None,
+        )
+        if not groups:
+            raise AttackError("systematic: no feature can move (every feature is frozen)")
+        return groups
+
+    def _shifted(self, shift: Callable[[int, torch.Tensor], torch.Tensor]) -> _Perturbed:
+        """Statistics of the sample moved by ``shift(start, x0)`` batch by batch."""
+        t0 = time.perf_counter()
+        pairs = (
+            (x0, shift(s, x0), None)
+            for s in self._batches()
+            for x0 in (self._batch(s, s + self.batch_size),)
+        )
+        return self._accumulate(pairs, None, None, t0)
+
+    def _systematic(self, params: dict[str, object]) -> CheckResult:
+        """Each group at +-epsilon sigmas, and correlated draws of every group at once; the
+        check's numbers are those of the variation with the highest fooling rate."""
+        eps = float(params["epsilon"])
+        groups = self._groups_on_row()
+        variations = []
+        for group in groups:
+            for sign, label in ((1.0, "up"), (-1.0, "down")):
+                pert = self._shifted(lambda s, x0, g=group, t=sign * eps: g.shift(x0, t))
+                variations.append((group.name, label, self._result("systematic", params, pert)))
+        rates = self._correlated_draws(groups, int(params["draws"]), eps)
+        name, label, worst = max(variations, key=lambda v: v[2].fooling_rate)
+        mean = float(np.mean(rates))
+        return replace(
+            worst,
+            random_fooling_rate=mean,
+            random_fooling_rate_err=float(np.std(rates, ddof=1)) if len(rates) > 1 else 0.0,
+            random_fooling_rate_correct=math.nan,
+            details={
+                "worst_variation": f"{name} {label}",
+                "variations": [
+                    {"group": g, "shift": lab, **_variation_numbers(r)} for g, lab, r in variations
+                ],
+                "correlated": {
+                    "draws": len(rates),
+                    "fooling_rate_mean": mean,
+                    "fooling_rate_max": float(np.max(rates)),
+                    "fooling_rates": [float(r) for r in rates],
+                },
+            },
+        )
+
+    def _correlated_draws(self, groups: list[Group], draws: int, eps: float) -> list[float]:
+        """Fooling rates of ``draws`` samples with theta ~ N(0, C) * eps for all groups at
+        once (one theta per sample, or per event for per-event groups)."""
+        n_groups = len(groups)
+        corr = (
+            np.asarray(self.uncertainties.group_correlation())
+            if self.uncertainties.groups
+            else np.eye(n_groups)
+        )
+        vals, vecs = np.linalg.eigh(corr)
+        root = torch.as_tensor(vecs * np.sqrt(np.clip(vals, 0, None)), dtype=torch.float32)
+        per_event = torch.tensor([g.per_event for g in groups])
+        gen = self._generator(f"systematic-draws:{eps}")
+        rates = []
+        for _ in range(draws):
+            z_sample = torch.randn(n_groups, generator=gen, device=self.device)
+
+            def theta(s: int, x0: torch.Tensor, z_sample: torch.Tensor = z_sample) -> torch.Tensor:
+                z = torch.randn(len(x0), n_groups, generator=gen, device=self.device)
+                z = torch.where(per_event.to(self.device), z, z_sample)
+                th = eps * z @ root.to(self.device).T
+                return correlated_shift(groups, x0, th)
+
+            pert = self._shifted(theta)
+            decisions = self.decision.decide(torch.from_numpy(pert.probs)).numpy()
+            rates.append(fooling_rate(self.nominal_decisions, decisions, self.events.weights).value)
+        return rates
+
+    def _scan(self, params: dict[str, object]) -> CheckResult:
+        """The hidden attack over a grid of epsilon x ks_max beside random noise and PGD; the
+        check's numbers are those of the certified hidden result with the highest fooling
+        rate."""
+        rows, certified = [], []
+        for eps in params["epsilons"]:  # type: ignore[union-attr]
+            noise = self._measure("random", check_params("random", {"epsilon": eps}))
+            pgd = self._measure(
+                "pgd", check_params("pgd", {"epsilon": eps, "steps": params["steps"]})
+            )
+            for ks in params["ks_max"]:  # type: ignore[union-attr]
+                hidden = self._measure(
+                    "hidden",
+                    check_params(
+                        "hidden", {"epsilon": eps, "steps": params["steps"], "ks_max": ks}
+                    ),
+                )
+                valid = not hidden.failures
+                rows.append(
+                    {
+                        "epsilon": eps,
+                        "ks_max": ks,
+                        "hidden_fooling_rate": hidden.fooling_rate if valid else None,
+                        "hidden_fooling_rate_err": hidden.fooling_rate_err if valid else None,
+                        "certified": valid,
+                        "random_fooling_rate": noise.fooling_rate,
+                        "pgd_fooling_rate": pgd.fooling_rate,
+                    }
+                )
+                if valid:
+                    certified.append(hidden)
+        if not certified:
+            raise AttackError(
+                "scan: no hidden perturbation of the grid satisfies the constraints; widen "
+                "ks_max or epsilons"
+            )
+        best = max(certified, key=lambda r: r.fooling_rate)
+        return replace(
+            best,
+            attack="scan",
+            params=dict(params),
+            details={**best.details, "scan": rows},
+        )
+
+    # -- numbers -------------------------------------------------------------------------------
+
+    def _result(
+        self,
+        attack: str,
+        params: dict[str, object],
+        pert: _Perturbed,
+        baseline: CheckResult | None = None,
     ) -> CheckResult:
-        pert = self._perturb_all(attack, params)
+        """The :class:`CheckResult` of a perturbed sample; ``baseline`` (random noise of the
+        same size) gives the random fooling rates beside it (itself when None)."""
         w = self.events.weights
         probs = torch.from_numpy(pert.probs)
         disc = self.decision.discriminant_of(probs).numpy()
@@ -394,6 +635,9 @@ class Auditor:
             if shift.efficiency_nominal is None
             else shift.efficiency_perturbed - shift.efficiency_nominal
         )
+        details = self._details(pert.details)
+        if pert.rows is not None:
+            details["_probs"] = pert.probs
         return CheckResult(
             name=attack,
             attack=attack,
@@ -440,7 +684,37 @@ class Auditor:
             ),
             seconds=pert.seconds,
             device=str(self.device),
+            failures=list(pert.failures),
+            warnings=list(pert.warnings),
+            details=details,
         )
+
+    def _details(self, details: dict[str, object]) -> dict[str, object]:
+        """An attack's extra numbers made JSON-ready: per-event radii become their
+        distribution per class."""
+        radius = details.get("radius")
+        if not isinstance(radius, np.ndarray):
+            return dict(details)
+        groups = {"all events": np.ones(len(radius), dtype=bool), **self._groups()}
+        return {**details, "radius": radius_summary(radius, groups, self.events.weights)}
+
+
+#: The numbers of one systematic variation in the report's table.
+VARIATION_NUMBERS = (
+    "fooling_rate",
+    "fooling_rate_err",
+    "fooling_rate_correct",
+    "auc_perturbed",
+    "auc_drop",
+    "output_ks",
+    "mean_shift",
+    "efficiency_change",
+    "mistag_perturbed",
+)
+
+
+def _variation_numbers(result: CheckResult) -> dict[str, object]:
+    return {key: getattr(result, key) for key in VARIATION_NUMBERS}
 
 
 def _judge(result: CheckResult) -> None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from pytest_hepguard.uncertainties import DecisionSpec, Ratio
 
 #: Floor of a ratio discriminant's denominator.
 _TINY = 1e-30
+#: How close to 0 or 1 a discriminant may come when its log-odds are taken.
+_EPS = 1e-7
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,35 @@ class Decision:
             den = probs[:, list(d.denominator)].sum(1)
             return num / den.clamp_min(_TINY)
         return probs[:, list(self.signal)].sum(1)
+
+    def log_odds(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """``log(D / (1 - D))`` [batch] of the discriminant D, from log-probabilities
+        [batch, n_classes], differentiable and finite where D saturates at 0 or 1 (an increasing
+        function of D: attacks climb it instead of D)."""
+        d = self.discriminant
+        if isinstance(d, Ratio):
+            num, den = list(d.numerator), list(d.denominator)
+            rest = [c for c in den if c not in num]
+            if rest and set(num) <= set(den):
+                return log_probs[:, num].logsumexp(1) - log_probs[:, rest].logsumexp(1)
+            disc = self.discriminant_of(log_probs.exp()).clamp(_EPS, 1 - _EPS)
+            return disc.log() - (-disc).log1p()
+        inside = [d] if isinstance(d, int) else list(self.signal)
+        outside = [c for c in range(log_probs.shape[1]) if c not in inside]
+        return log_probs[:, inside].logsumexp(1) - log_probs[:, outside].logsumexp(1)
+
+    def flip_margin(self, log_probs: torch.Tensor, nominal: torch.Tensor) -> torch.Tensor:
+        """How far [batch] each event is past flipping its ``nominal`` decision [batch]:
+        positive once the decision differs. With a cut, the log-odds distance to the cut on
+        the far side; with argmax, the best other class's log-probability minus the nominal
+        class's (the Carlini-Wagner margin). Differentiable."""
+        if self.cut is not None:
+            cut = min(max(self.cut, _EPS), 1 - _EPS)
+            gap = self.log_odds(log_probs) - math.log(cut / (1 - cut))
+            return torch.where(nominal == 1, -gap, gap)
+        own = log_probs.gather(1, nominal.unsqueeze(1)).squeeze(1)
+        others = log_probs.scatter(1, nominal.unsqueeze(1), -math.inf)
+        return others.amax(1) - own
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
         """Decision [batch] int64: 1/0 (tagged or not) with a cut, else the argmax class."""

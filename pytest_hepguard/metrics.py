@@ -499,3 +499,51 @@ def discriminant_histograms(
         if mask.any()
     }
     return {"edges": edges.tolist(), "groups": out}
+
+
+def weighted_quantile(x: ArrayLike, q: float, weights: ArrayLike | None = None) -> float:
+    """The ``q`` quantile (0..1) of ``x`` [n] with weights: the smallest value whose weighted
+    ECDF reaches ``q`` (inf values allowed, NaN for an empty or weightless sample)."""
+    v = np.asarray(x, dtype=np.float64)
+    w = _weights(weights, v.shape[0])
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[order])
+    if v.size == 0 or cum[-1] <= 0:
+        return math.nan
+    return float(v[order][min(np.searchsorted(cum, q * cum[-1], side="left"), v.size - 1)])
+
+
+def radius_summary(
+    radius: ArrayLike,
+    groups: dict[str, NDArray[np.bool_]],
+    weights: ArrayLike | None = None,
+    quantiles: tuple[float, ...] = (0.16, 0.5, 0.84),
+    bins: int = 20,
+) -> dict[str, object]:
+    """The distribution of per-event robustness radii [n] (sigmas; inf: not flipped within
+    the largest budget searched), per group of events (``{name: bool mask [n]}``): weighted
+    quantiles (``q16``, ``median``, ``q84``; inf when fewer events than that flip), the median
+    over the events that flip (``median_flipped``), the share not flipped, and a histogram of
+    the finite radii over [0, their max]."""
+    r = np.asarray(radius, dtype=np.float64)
+    w = _weights(weights, r.shape[0])
+    finite = np.isfinite(r)
+    top = float(r[finite].max()) if finite.any() else 1.0
+    edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
+    names = {0.5: "median"}
+    out: dict[str, object] = {"edges": edges.tolist(), "groups": {}}
+    for name, mask in groups.items():
+        if not mask.any():
+            continue
+        total = w[mask].sum()
+        entry: dict[str, object] = {
+            names.get(q, f"q{round(100 * q)}"): weighted_quantile(r[mask], q, w[mask])
+            for q in quantiles
+        }
+        entry["median_flipped"] = weighted_quantile(r[mask & finite], 0.5, w[mask & finite])
+        entry["not_flipped"] = _ratio(w[mask & ~finite].sum(), total)
+        entry["histogram"] = np.histogram(r[mask & finite], edges, weights=w[mask & finite])[
+            0
+        ].tolist()
+        out["groups"][name] = entry  # type: ignore[index]
+    return out

@@ -160,9 +160,54 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class GroupShift:
+    """One feature's shift in a nuisance group at theta = +1 (up) and theta = -1 (down)."""
+
+    feature: str
+    kind: Literal["absolute", "relative"]
+    up: float  # > 0, feature unit (absolute) or fraction of |x| (relative)
+    down: float  # > 0
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """A named systematic: one parameter theta ~ N(0, 1) moves every listed feature coherently,
+    x -> x + theta * up (theta > 0) or x + theta * down (theta < 0), times |x| for relative.
+    per_event: theta drawn independently per event (a smearing) instead of once per sample."""
+
+    name: str
+    shifts: tuple[GroupShift, ...]
+    per_event: bool = False
+    line: int | None = None  # line of the group's key in the YAML, for messages
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    """What 'statistically unchanged' means. None disables a limit.
+
+    ``ks_max``/``ks_pvalue_min``: two-sample Kolmogorov-Smirnov statistic (at most) and p-value
+    (at least) per perturbed feature; ``jsd_max``: Jensen-Shannon distance (base 2) of each
+    feature's histogram in ``jsd_bins`` equal bins over the nominal range; ``corr_max``: the
+    largest ``|delta rho_ij|`` of the Pearson correlation matrix of the perturbed features;
+    ``corr_frob_max``: ``||C' - C||_F / ||C||_F``.
+    """
+
+    ks_max: float | None = None
+    ks_pvalue_min: float | None = 0.05
+    jsd_max: float | None = 0.06
+    corr_max: float | None = 0.01
+    corr_frob_max: float | None = 0.006
+    jsd_bins: int = 100
+
+
+@dataclass(frozen=True)
 class UncertaintyModel:
     """A validated uncertainty file. ``features`` are in the model's input order (for a
-    single-input model; with ``inputs`` the order within each input is that of ``inputs``)."""
+    single-input model; with ``inputs`` the order within each input is that of ``inputs``).
+
+    ``groups`` are the named systematics (nuisance parameters), ``correlations`` the listed
+    ``(group, group, rho)`` pairs between them (a positive semi-definite matrix, see
+    :meth:`group_correlation`), ``constraints`` what "statistically unchanged" means."""
 
     features: tuple[FeatureSpec, ...]
     decision: DecisionSpec
@@ -170,6 +215,9 @@ class UncertaintyModel:
     gates: tuple[GateSpec, ...]
     source: Path | None = None
     inputs: tuple[InputSpec, ...] = ()
+    groups: tuple[GroupSpec, ...] = ()
+    correlations: tuple[tuple[str, str, float], ...] = ()
+    constraints: ConstraintSpec = field(default_factory=ConstraintSpec)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -190,6 +238,11 @@ class UncertaintyModel:
                 constituents.update((f, (spec.length, spec.pad_value)) for f in spec.features)
         return tuple(per_event), constituents
 
+    def group_correlation(self) -> list[list[float]]:
+        """The correlation matrix between ``groups``, in their order: 1 on the diagonal, each
+        listed pair's rho at both of its places, 0 elsewhere."""
+        return _correlation_matrix([g.name for g in self.groups], self.correlations)
+
 
 # --------------------------------------------------------------------------------------------
 # Parser (format version 1)
@@ -198,7 +251,17 @@ class UncertaintyModel:
 #: Format versions this parser reads.
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 
-_TOP_KEYS = ("version", "features", "inputs", "decision", "data", "gates")
+_TOP_KEYS = (
+    "version",
+    "features",
+    "inputs",
+    "decision",
+    "data",
+    "gates",
+    "groups",
+    "correlations",
+    "constraints",
+)
 _INPUT_KEYS = ("features", "per", "length", "pad_value", "layout", "mask_of")
 _PER = ("event", "constituent", "mask")
 _LAYOUTS = ("channels_last", "channels_first")
@@ -210,6 +273,19 @@ _WORKING_POINT_KEYS = ("cut", "efficiency")
 _RATIO_KEYS = ("numerator", "denominator")
 _OUTPUTS = ("auto", "probabilities", "logits")
 _DATA_KEYS = ("path", "tree", "label", "weight")
+_GROUP_KINDS = ("absolute", "relative")
+_GROUP_KEYS = (*_GROUP_KINDS, "per_event")
+#: Constraint limit keys -> the closed range of allowed values.
+_CONSTRAINT_RANGES: dict[str, tuple[float, float]] = {
+    "ks_max": (0.0, 1.0),
+    "ks_pvalue_min": (0.0, 1.0),
+    "jsd_max": (0.0, 1.0),
+    "corr_max": (0.0, 2.0),
+    "corr_frob_max": (0.0, math.inf),
+}
+_CONSTRAINT_KEYS = (*_CONSTRAINT_RANGES, "jsd_bins")
+#: A correlation matrix is positive semi-definite when no eigenvalue is below -_PSD_TOLERANCE.
+_PSD_TOLERANCE = 1e-10
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 _T = TypeVar("_T")
@@ -355,13 +431,23 @@ def parse_uncertainties(text: str, source: Path | None = None) -> UncertaintyMod
     _check_version(top, root)
     folder = None if source is None else Path(source).parent
     features = _features(top, root)
+    inputs = _optional(top, "inputs", root, partial(_inputs, features=features), ())
+    decision = _optional(top, "decision", root, _decision, DecisionSpec())
+    data = _optional(top, "data", root, partial(_data, folder=folder), DataSpec())
+    gates = _optional(top, "gates", root, _gates, ())
+    groups = _optional(top, "groups", root, partial(_groups, features=features), ())
     return UncertaintyModel(
         features=features,
-        inputs=_optional(top, "inputs", root, partial(_inputs, features=features), ()),
-        decision=_optional(top, "decision", root, _decision, DecisionSpec()),
-        data=_optional(top, "data", root, partial(_data, folder=folder), DataSpec()),
-        gates=_optional(top, "gates", root, _gates, ()),
+        inputs=inputs,
+        decision=decision,
+        data=data,
+        gates=gates,
         source=None if source is None else Path(source),
+        groups=groups,
+        correlations=_optional(
+            top, "correlations", root, partial(_correlations, groups=groups), ()
+        ),
+        constraints=_optional(top, "constraints", root, _constraints, ConstraintSpec()),
     )
 
 
@@ -932,3 +1018,288 @@ def _attack_params(attack: str, params: dict[str, object], where: _Where) -> dic
         return check_params(attack, params)
     except AttackError as exc:
         raise where.error(str(exc)) from exc
+
+
+# ---- groups, correlations, constraints ------------------------------------------------------
+
+
+def _groups(
+    value: object, where: _Where, features: tuple[FeatureSpec, ...]
+) -> tuple[GroupSpec, ...]:
+    """The ``groups:`` mapping: systematic name -> the features its one parameter moves."""
+    expected = "a mapping of group name -> {absolute: {feature: sigma}, relative: {...}}"
+    groups = _mapping(value, where, None, expected)
+    if not groups:
+        raise where.error("empty", f"expected {expected}, or leave groups out")
+    by_name = {f.name: f for f in features}
+    return tuple(_group(name, v, at, by_name) for name, v, at in _named(groups, where, "group"))
+
+
+def _group(name: str, value: object, where: _Where, features: dict[str, FeatureSpec]) -> GroupSpec:
+    spec = _mapping(
+        value, where, _GROUP_KEYS, "a mapping such as {relative: {jet_pt: 0.02, jet_mass: 0.02}}"
+    )
+    kinds = [k for k in spec if k in _GROUP_KINDS and spec[k] is not None]  # in file order
+    if not kinds:
+        raise where.error(
+            "no shifts given",
+            "a group needs absolute: {feature: sigma} and/or relative: {feature: fraction}",
+        )
+    shifts: list[GroupShift] = []
+    for kind in kinds:
+        at = where.at(spec, kind)
+        expected = f"a mapping of feature name -> sigma, e.g. {kind}: {{jet_pt: 0.02}}"
+        entries = _mapping(spec[kind], at, None, expected)
+        if not entries:
+            raise at.error("empty", f"expected {expected}")
+        for feature, raw, place in _named(entries, at, "feature"):
+            shifts.append(_group_shift(feature, kind, raw, place, features, shifts))
+    per_event = _optional(spec, "per_event", where, _bool, False)
+    return GroupSpec(name, tuple(shifts), per_event, where.line)
+
+
+def _group_shift(
+    feature: str,
+    kind: str,
+    value: object,
+    where: _Where,
+    features: dict[str, FeatureSpec],
+    earlier: list[GroupShift],
+) -> GroupShift:
+    """One ``feature: sigma`` (or ``feature: {up: u, down: d}``) entry of a group."""
+    spec = features.get(feature)
+    if spec is None:
+        known = list(features)
+        more = f", ... ({len(known) - 20} more)" if len(known) > 20 else ""
+        shown = ", ".join(known[:20]) + more
+        raise where.error(
+            f"unknown feature {feature!r}",
+            f"a group moves features declared under features: ({shown})"
+            f"{_did_you_mean(feature, known)}",
+        )
+    first = next((s for s in earlier if s.feature == feature), None)
+    if first is not None:
+        raise where.error(
+            f"feature {feature!r} is already shifted by this group (under {first.kind})",
+            "a feature may appear only once per group",
+        )
+    if spec.frozen:
+        raise where.error(
+            f"feature {feature!r} is frozen",
+            "frozen features never move: take it out of the group, or unfreeze it",
+        )
+    if spec.integer and kind == "relative":
+        raise where.error(
+            f"feature {feature!r} is an integer feature in a relative shift",
+            "integer features move in whole steps: give an absolute sigma of whole steps",
+        )
+    if isinstance(value, _Mapping):
+        sides = _mapping(value, where, _SIDES, "{up: 0.03, down: 0.01}")
+        missing = [s for s in _SIDES if sides.get(s) is None]
+        if missing:
+            raise where.error(
+                f"'{missing[0]}' missing",
+                "an asymmetric shift needs both up and down, e.g. {up: 0.03, down: 0.01}",
+            )
+        up, down = (_group_sigma(sides[s], where.at(sides, s), spec.integer) for s in _SIDES)
+    else:
+        up = down = _group_sigma(value, where, spec.integer)
+    return GroupShift(feature, kind, up, down)  # type: ignore[arg-type]
+
+
+def _group_sigma(value: object, where: _Where, integer: bool) -> float:
+    """A group's sigma: a finite number > 0, a whole number for an integer feature."""
+    if isinstance(value, list):
+        raise where.error("got a list", "expected a sigma > 0, or {up: u, down: d}")
+    sigma = _number(value, where)
+    if sigma <= 0:
+        raise where.error(
+            f"got {value}",
+            "a group's sigma must be > 0 (leave a feature out of the group to keep it still)",
+        )
+    if integer and not sigma.is_integer():
+        raise where.error(
+            f"got {value} for an integer feature",
+            "integer features move in whole steps: give an absolute sigma of whole steps (>= 1)",
+        )
+    return sigma
+
+
+def _correlations(
+    value: object, where: _Where, groups: tuple[GroupSpec, ...]
+) -> tuple[tuple[str, str, float], ...]:
+    """The ``correlations:`` list of ``[group, group, rho]``; the matrix must be PSD."""
+    if not isinstance(value, list):
+        raise where.error(f"got {_show(value)}", "expected a list of [group, group, rho] entries")
+    names = [g.name for g in groups]
+    pairs: list[tuple[str, str, float]] = []
+    places: list[_Where] = []
+    seen: dict[frozenset[str], int] = {}
+    for item, at in _items(value, where):
+        if not isinstance(item, list) or len(item) != 3:
+            got = f"a list of {len(item)}" if isinstance(item, list) else _show(item)
+            raise at.error(f"got {got}", "expected [group, group, rho], e.g. [JES, JER, 0.2]")
+        a, b = (_group_name(item[i], at.item(item, i), names) for i in (0, 1))
+        if a == b:
+            raise at.error(
+                f"group {a!r} paired with itself",
+                "a group's correlation with itself is 1; pair two different groups",
+            )
+        pair = frozenset((a, b))
+        if pair in seen:
+            raise at.error(
+                f"the pair {a}, {b} is already given on line {seen[pair]}", "give each pair once"
+            )
+        seen[pair] = at.line
+        rho_at = at.item(item, 2)
+        rho = _number(item[2], rho_at)
+        if not -1.0 <= rho <= 1.0:
+            raise rho_at.error(f"rho {rho:g} is outside [-1, 1]", "a correlation in [-1, 1]")
+        pairs.append((a, b, rho))
+        places.append(at)
+    _check_positive_semidefinite(names, pairs, places, where)
+    return tuple(pairs)
+
+
+def _group_name(value: object, where: _Where, names: list[str]) -> str:
+    if not names:
+        raise where.error(
+            f"group {_show(value)} but no groups are declared",
+            "declare the systematics under groups: first",
+        )
+    if not isinstance(value, str) or value not in names:
+        raise where.error(
+            f"unknown group {_show(value)}",
+            f"one of the groups: {', '.join(names)}{_did_you_mean(value, names)}",
+        )
+    return value
+
+
+def _check_positive_semidefinite(
+    names: list[str],
+    pairs: list[tuple[str, str, float]],
+    places: list[_Where],
+    where: _Where,
+) -> None:
+    """Refuse a correlation matrix with an eigenvalue below ``-_PSD_TOLERANCE``, naming the
+    listed pairs whose removal alone repairs it (else every listed pair involved)."""
+    matrix = _correlation_matrix(names, pairs)
+    if _is_positive_semidefinite(matrix):
+        return
+    smallest = min(_jacobi_eigenvalues(matrix))
+
+    def shown(index: int) -> str:
+        a, b, rho = pairs[index]
+        return f"[{a}, {b}, {rho:g}] (line {places[index].line})"
+
+    fixes = [
+        i
+        for i in range(len(pairs))
+        if _is_positive_semidefinite(_correlation_matrix(names, pairs[:i] + pairs[i + 1 :]))
+    ]
+    what = (
+        "the correlation matrix of the groups is not positive semi-definite "
+        f"(smallest eigenvalue {smallest:.3g}), so no set of systematics has these correlations"
+    )
+    if len(fixes) == 1:
+        raise places[fixes[0]].error(
+            what, f"removing {shown(fixes[0])} alone makes it valid: loosen or remove that pair"
+        )
+    if fixes:
+        raise where.error(
+            what,
+            "removing any one of these pairs alone makes it valid: "
+            f"{', '.join(map(shown, fixes))}; loosen or remove one of them",
+        )
+    # The pairs involved: those within a minimal set of groups whose correlations cannot hold
+    # together (dropping any one group of it makes the rest consistent).
+    kept = list(names)
+    for name in names:
+        rest = [n for n in kept if n != name]
+        inside = [p for p in pairs if p[0] in rest and p[1] in rest]
+        if not _is_positive_semidefinite(_correlation_matrix(rest, inside)):
+            kept = rest
+    involved = [i for i, (a, b, _) in enumerate(pairs) if a in kept and b in kept]
+    raise where.error(
+        what,
+        "no single pair's removal makes it valid; the pairs involved: "
+        f"{', '.join(map(shown, involved))}; loosen them so that they can hold together",
+    )
+
+
+def _correlation_matrix(
+    names: Sequence[str], pairs: Iterable[tuple[str, str, float]]
+) -> list[list[float]]:
+    """1 on the diagonal, each pair's rho at both of its places, 0 elsewhere."""
+    index = {name: i for i, name in enumerate(names)}
+    matrix = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
+    for a, b, rho in pairs:
+        matrix[index[a]][index[b]] = matrix[index[b]][index[a]] = float(rho)
+    return matrix
+
+
+def _is_positive_semidefinite(matrix: list[list[float]]) -> bool:
+    """Whether ``matrix + _PSD_TOLERANCE * I`` has a Cholesky factor (no eigenvalue of
+    ``matrix`` below ``-_PSD_TOLERANCE``, up to rounding)."""
+    n = len(matrix)
+    low: list[list[float]] = [[0.0] * n for _ in range(n)]
+    for j in range(n):
+        pivot = matrix[j][j] + _PSD_TOLERANCE - sum(low[j][k] ** 2 for k in range(j))
+        if pivot <= 0.0:
+            return False
+        low[j][j] = math.sqrt(pivot)
+        for i in range(j + 1, n):
+            dot = sum(low[i][k] * low[j][k] for k in range(j))
+            low[i][j] = (matrix[i][j] - dot) / low[j][j]
+    return True
+
+
+def _jacobi_eigenvalues(matrix: list[list[float]]) -> list[float]:
+    """The eigenvalues of a symmetric matrix, by cyclic Jacobi rotations."""
+    n = len(matrix)
+    a = [row[:] for row in matrix]
+    scale = sum(x * x for row in a for x in row) or 1.0
+    for _ in range(100):
+        if sum(a[p][q] ** 2 for p in range(n) for q in range(p + 1, n)) <= 1e-30 * scale:
+            break
+        for p in range(n):
+            for q in range(p + 1, n):
+                if a[p][q] == 0.0:
+                    continue
+                theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q])
+                t = math.copysign(1.0, theta) / (abs(theta) + math.hypot(theta, 1.0))
+                c = 1.0 / math.hypot(t, 1.0)
+                s = t * c
+                for k in range(n):  # columns p and q
+                    akp, akq = a[k][p], a[k][q]
+                    a[k][p], a[k][q] = c * akp - s * akq, s * akp + c * akq
+                for k in range(n):  # rows p and q
+                    apk, aqk = a[p][k], a[q][k]
+                    a[p][k], a[q][k] = c * apk - s * aqk, s * apk + c * aqk
+    return [a[i][i] for i in range(n)]
+
+
+def _constraints(value: object, where: _Where) -> ConstraintSpec:
+    """The ``constraints:`` mapping: keys not given keep their defaults, ``null`` disables."""
+    spec = _mapping(value, where, _CONSTRAINT_KEYS, "a mapping such as {jsd_max: 0.06}")
+    given: dict[str, object] = {}
+    for key, (low, high) in _CONSTRAINT_RANGES.items():
+        if key not in spec:
+            continue
+        at = where.at(spec, key)
+        if spec[key] is None:
+            given[key] = None
+            continue
+        number = _number(spec[key], at)
+        if not low <= number <= high:
+            allowed = f">= {low:g}" if math.isinf(high) else f"in [{low:g}, {high:g}]"
+            raise at.error(f"got {spec[key]}", f"{key} must be {allowed}, or null to disable it")
+        given[key] = number
+    if "jsd_bins" in spec:
+        raw = spec["jsd_bins"]
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 2:
+            raise where.at(spec, "jsd_bins").error(
+                f"got {_show(raw)}", "expected a whole number of histogram bins >= 2"
+            )
+        given["jsd_bins"] = raw
+    return replace(ConstraintSpec(), **given)  # type: ignore[arg-type]

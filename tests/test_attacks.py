@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import MLP, SPECS, make_inputs
 
-from pytest_hepguard.attacks import PARAMETERS, check_params, get_attack
+from pytest_hepguard.attacks import COMPOSITE, PARAMETERS, check_params, get_attack
 from pytest_hepguard.envelope import Envelope
 from pytest_hepguard.exceptions import AttackError
 from pytest_hepguard.models import wrap_model
@@ -186,7 +186,13 @@ def test_attack_parameters_are_validated() -> None:
         check_params("pgd", {"steps": 2.5})
 
 
-@pytest.mark.parametrize("attack", sorted(PARAMETERS))
+@pytest.mark.parametrize("attack", COMPOSITE)
+def test_composite_checks_are_not_attack_classes(attack) -> None:
+    with pytest.raises(AttackError, match="made of other checks"):
+        get_attack(attack, {})
+
+
+@pytest.mark.parametrize("attack", sorted(set(PARAMETERS) - set(COMPOSITE)))
 def test_registry_matches_each_attack_signature(attack) -> None:
     import inspect
 

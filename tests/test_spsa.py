@@ -236,5 +236,8 @@ def test_docs_table_lists_every_attack_parameter() -> None:
     for attack, params in PARAMETERS.items():
         for p in params:
             assert (attack, p.name) in documented, f"{attack}.{p.name} is not in the docs table"
-            default = "null" if p.default is None else str(p.default).lower()
+            if isinstance(p.default, tuple):
+                default = f"[{', '.join(map(str, p.default))}]"
+            else:
+                default = "null" if p.default is None else str(p.default).lower()
             assert documented[attack, p.name] == default, (attack, p.name)

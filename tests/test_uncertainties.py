@@ -261,7 +261,11 @@ BAD = {
         MINIMAL + "gate:\n  pgd:\n",
         4,
         "gate",
-        ["allowed keys: data, decision, features, gates, inputs, version", "did you mean 'gates'?"],
+        [
+            "allowed keys: constraints, correlations, data, decision, features, gates, groups, "
+            "inputs, version",
+            "did you mean 'gates'?",
+        ],
     ),
     "negative_sigma": (
         "version: 1\nfeatures:\n  a: {absolute: 1}\n  b:\n    relative: -0.1\n",
@@ -400,7 +404,11 @@ BAD = {
         MINIMAL + "gates:\n  pgd_big: {attack: pgdd, epsilon: 2}\n",
         5,
         "gates.pgd_big.attack",
-        ["unknown attack 'pgdd'", "known attacks: fgsm, pgd, random", "did you mean 'pgd'?"],
+        [
+            "unknown attack 'pgdd'",
+            "known attacks: fgsm, hidden, pgd, radius, random, scan, systematic, worst",
+            "did you mean 'pgd'?",
+        ],
     ),
     "unknown_attack_from_gate_name": (
         MINIMAL + "gates:\n  cw: {epsilon: 1}\n",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pytest_hepguard.exceptions import AttackError
 
 if TYPE_CHECKING:
-    from pytest_hepguard.attacks.base import Attack
+    from pytest_hepguard.attacks.base import Attack, SampleAttack
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,50 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
         Param("random_start", "bool", True, "start from a uniform random point of the envelope"),
         *_GRADIENT,
     ),
+    "hidden": (
+        _EPSILON,
+        Param("steps", "int", 20, "gradient steps of the candidate search"),
+        Param("step_size", "float", None, "step in sigmas; default 2.5 * epsilon / steps"),
+        Param(
+            "direction",
+            "choice",
+            "fool",
+            "fool: flip decisions; up/down: push the discriminant up or down (templates)",
+            ("fool", "up", "down"),
+        ),
+        Param("ks_max", "float", None, "overrides constraints.ks_max of the uncertainty file"),
+    ),
+    "systematic": (
+        Param("epsilon", "float", 1.0, "group shift in sigmas of each group's parameter theta"),
+        Param("draws", "int", 20, "correlated random draws of all groups at once"),
+    ),
+    "worst": (
+        _EPSILON,
+        Param("steps", "int", 20, "PGD steps of the cascade random -> fgsm -> pgd"),
+        *_GRADIENT,
+    ),
+    "radius": (
+        Param("epsilon", "float", 3.0, "largest budget searched, in sigmas"),
+        Param("steps", "int", 10, "PGD steps at each budget"),
+        Param("bisections", "int", 6, "bisection rounds: resolution epsilon / 2**bisections"),
+    ),
+    "scan": (
+        Param("epsilons", "floats", (0.5, 1.0, 2.0), "envelope sizes in sigmas"),
+        Param("ks_max", "floats", (0.005, 0.01, 0.02), "KS statistic limits of the hidden attack"),
+        Param("steps", "int", 20, "gradient steps of the hidden attack and of PGD"),
+    ),
 }
+
+#: Checks made of other checks, run by the auditor itself rather than by an attack class.
+COMPOSITE = ("systematic", "scan")
 
 _CLASSES: dict[str, tuple[str, str]] = {
     "random": ("pytest_hepguard.attacks.random_noise", "RandomNoise"),
     "fgsm": ("pytest_hepguard.attacks.fgsm", "FGSM"),
     "pgd": ("pytest_hepguard.attacks.pgd", "PGD"),
+    "hidden": ("pytest_hepguard.attacks.hidden", "Hidden"),
+    "worst": ("pytest_hepguard.attacks.worst", "Worst"),
+    "radius": ("pytest_hepguard.attacks.radius", "Radius"),
 }
 
 
@@ -84,6 +122,11 @@ def _check_value(attack: str, p: Param, value: object) -> object:
         if value not in p.choices:
             raise AttackError(f"{where}: expected one of {', '.join(p.choices)}, got {value!r}")
         return value
+    if p.kind == "floats":
+        items = value if isinstance(value, (list, tuple)) else None
+        if not items:
+            raise AttackError(f"{where}: expected a non-empty list of numbers, got {value!r}")
+        return tuple(_check_value(attack, Param(p.name, "float", None, p.doc), v) for v in items)
     if p.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise AttackError(f"{where}: expected a whole number >= 1, got {value!r}")
@@ -117,9 +160,11 @@ def check_params(attack: str, params: dict[str, object]) -> dict[str, object]:
     return out
 
 
-def get_attack(attack: str, params: dict[str, object]) -> Attack:
+def get_attack(attack: str, params: dict[str, object]) -> Attack | SampleAttack:
     """Build the attack ``attack`` with validated ``params`` (imports torch)."""
     full = check_params(attack, params)
+    if attack in COMPOSITE:
+        raise AttackError(f"'{attack}' is made of other checks: run it through the auditor")
     module_name, class_name = _CLASSES[attack]
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**full)

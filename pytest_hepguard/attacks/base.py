@@ -8,14 +8,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 
 from pytest_hepguard.attacks.spsa import score_loss, spsa_gradient
+from pytest_hepguard.decision import Decision
 from pytest_hepguard.envelope import Envelope
 from pytest_hepguard.models.base import Model
+from pytest_hepguard.uncertainties import ConstraintSpec
 
 
 @dataclass
@@ -135,3 +138,72 @@ class GradientAttack(Attack):
             return score_loss(model, x, labels)
         with torch.no_grad():
             return model.loss(x, labels)
+
+
+@dataclass
+class Sample:
+    """What an attack on the whole sample sees (the hidden-systematics attack, the worst-case
+    cascade, the robustness radius): their constraints or bookkeeping span every event.
+
+    x0: nominal rows [n, n_features] on the CPU (moved to ``device`` a batch at a time).
+    labels: int64 [n] classes whose cross-entropy gradient attacks use (true labels where known).
+    nominal_decisions: int64 [n] decisions on nominal input.
+    decision: the resolved decision (discriminant, cut).
+    envelope: the per-feature envelope on ``device``.
+    feature_of: the feature of each row entry [n_features] (constituents of one feature share it).
+    names: each row entry's name [n_features] (``trk_pt[3]`` for a constituent).
+    constraints: the uncertainty file's ``constraints:`` (:class:`ConstraintSpec`).
+    """
+
+    x0: torch.Tensor
+    labels: torch.Tensor
+    nominal_decisions: torch.Tensor
+    decision: Decision
+    envelope: Envelope
+    feature_of: tuple[str, ...]
+    names: tuple[str, ...]
+    constraints: ConstraintSpec
+    batch_size: int
+    device: torch.device
+    progress: Callable[[int, int], None] | None = None
+
+    def batches(self) -> Iterator[tuple[int, int]]:
+        """(start, stop) of each batch."""
+        n = len(self.x0)
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            yield start, stop
+            if self.progress is not None:
+                self.progress(stop, n)
+
+    def decide(self, model: Model, x: torch.Tensor) -> torch.Tensor:
+        """Decisions [batch] of ``model`` at rows ``x`` (the deployed runtime's outputs)."""
+        return self.decision.decide(model.probabilities(model.score(x)))
+
+
+@dataclass
+class SamplePerturbation:
+    """A perturbed sample: rows [n, n_features] on the CPU, the numbers the attack reports
+    beside the usual ones (``details``: a certificate, per-attack shares, radii ...), and what
+    makes the result invalid (``failures``) or weaker (``warnings``)."""
+
+    x: torch.Tensor
+    details: dict[str, object] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class SampleAttack(ABC):
+    """An attack that perturbs the whole sample at once (subclasses take their parameters as
+    keyword arguments, see ``PARAMETERS``)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = float(epsilon)
+
+    @abstractmethod
+    def perturb_sample(
+        self, model: Model, sample: Sample, generator: torch.Generator
+    ) -> SamplePerturbation:
+        """Perturb every event of ``sample`` inside ``sample.envelope`` at ``self.epsilon``."""

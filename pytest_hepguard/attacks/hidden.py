@@ -1,0 +1,258 @@
+"""``hidden``: the distribution-preserving ("hidden systematics") attack.
+
+Per-event perturbations inside the envelope that flip decisions (``direction: fool``) or push the
+discriminant up or down (``up``/``down``, for templates), while every perturbed feature's 1-D
+distribution and the correlations between features stay statistically unchanged under the
+uncertainty file's ``constraints`` (KS, Jensen-Shannon distance, |delta rho|, Frobenius change).
+
+How the constraints are enforced (docs/attacks.md says why this shape):
+
+1. **Candidates** (:class:`~pytest_hepguard.attacks.margin.MarginAscent`): per event the
+   smallest flip the margin ascent finds, or its largest discriminant gain for ``up``/``down``,
+   ranked by cost: the summed |delta| in sigmas of a flip, or the gain per summed sigma.
+2. **Marginal repair by 1-D optimal transport.** The k cheapest candidates keep their
+   perturbation; every other event's movable entries are re-assigned, per feature, to the
+   quantiles that make the whole perturbed sample's marginal equal the nominal one (the
+   monotone rearrangement: the optimal transport map in one dimension, so each of them moves
+   as little as possible, usually by one rank gap), then clipped to that event's own box.
+3. **The largest certified k.** Bisection on k with the fast in-loop checks
+   (:func:`pytest_hepguard.constraints.fast_violations`), then the scipy certificate
+   (:func:`pytest_hepguard.constraints.certify`) on the final sample; k shrinks until scipy
+   agrees. When no k >= 1 passes, the attack says so in ``failures`` and returns the nominal
+   sample: a result that violates a constraint is never reported as a hidden perturbation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from pytest_hepguard.attacks.base import Sample, SampleAttack, SamplePerturbation
+from pytest_hepguard.attacks.margin import MarginAscent
+from pytest_hepguard.constraints import (
+    Certificate,
+    certify,
+    fast_violations,
+    pairwise_correlation,
+)
+from pytest_hepguard.exceptions import AttackError
+from pytest_hepguard.models.base import Model
+
+#: Factor by which k shrinks when scipy's certificate rejects what the fast checks accepted.
+BACKOFF = 0.9
+
+
+class Hidden(SampleAttack):
+    """The hidden-systematics attack (see the module docstring).
+
+    Args:
+        epsilon: envelope size in sigmas.
+        steps: gradient steps of the candidate search.
+        step_size: step in sigmas; default ``2.5 * epsilon / steps``.
+        direction: ``fool`` (flip decisions), ``up`` or ``down`` (move the discriminant).
+        ks_max: overrides ``constraints.ks_max`` (the sensitivity scan sets it).
+    """
+
+    name = "hidden"
+
+    def __init__(
+        self,
+        epsilon: float,
+        steps: int = 20,
+        step_size: float | None = None,
+        direction: str = "fool",
+        ks_max: float | None = None,
+    ) -> None:
+        super().__init__(epsilon)
+        self.search = MarginAscent(self.epsilon, steps, step_size, direction)
+        self.direction = direction
+        self.ks_max = ks_max
+
+    def perturb_sample(
+        self, model: Model, sample: Sample, generator: torch.Generator
+    ) -> SamplePerturbation:
+        if not model.differentiable:
+            raise AttackError(
+                "the hidden-systematics attack needs input gradients; this model runs forward "
+                "only (--hepguard-gradient-free)"
+            )
+        limits = sample.constraints
+        if self.ks_max is not None:
+            limits = replace(limits, ks_max=self.ks_max)
+        cand, priority, lo, hi, valid = self._candidates(model, sample)
+        order = np.argsort(priority, kind="stable")
+        order = order[np.isfinite(priority[order])]
+        repair = _Repair(sample.x0.numpy(), cand, lo, hi, valid, sample.feature_of, sample.names)
+
+        def passes(k: int) -> bool:
+            return not repair.violations(k, order, limits)
+
+        k = _largest_passing(len(order), passes)
+        cert = repair.certificate(k, order, limits)
+        while k > 0 and not cert.passed:
+            k = int(k * BACKOFF)
+            cert = repair.certificate(k, order, limits)
+        out = SamplePerturbation(
+            torch.from_numpy(repair.build(k, order)),
+            details={
+                "direction": self.direction,
+                "candidates": len(order),
+                "kept": k,
+                "certificate": cert.to_dict(),
+            },
+        )
+        if len(order) == 0:
+            out.warnings.append(
+                f"no event could be moved this way within epsilon {self.epsilon:g}: the "
+                "hidden attack found nothing to hide"
+            )
+        elif k == 0:
+            cheapest = repair.certificate(1, order, limits)
+            out.failures.append(
+                "could not satisfy the constraints: even the single cheapest of "
+                f"{len(order)} candidate perturbations breaks them ("
+                + "; ".join(cheapest.violations)
+                + "); the nominal sample is reported, not a hidden perturbation"
+            )
+        return out
+
+    def _candidates(
+        self, model: Model, sample: Sample
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per event its candidate point [n, d] and priority [n] (lower first; inf: none), and
+        the box bounds lo, hi [n, d] and the movable mask [n, d] (float64 / bool, CPU)."""
+        n, d = sample.x0.shape
+        cand = np.empty((n, d), dtype=np.float32)
+        priority = np.full(n, np.inf)
+        lo, hi = np.empty((n, d), np.float64), np.empty((n, d), np.float64)
+        valid = np.empty((n, d), dtype=bool)
+        env = sample.envelope
+        for start, stop in sample.batches():
+            x0 = sample.x0[start:stop].to(sample.device)
+            nominal = sample.nominal_decisions[start:stop].to(sample.device)
+            box = env.box(x0, self.epsilon)
+            x, prio = self.search.candidates(model, sample, x0, nominal, box)
+            cand[start:stop] = x.cpu().numpy()
+            priority[start:stop] = prio.cpu().numpy()
+            lo[start:stop], hi[start:stop] = box[0].cpu().numpy(), box[1].cpu().numpy()
+            valid[start:stop] = env.movable(x0).cpu().numpy()
+        return cand, priority, lo, hi, valid
+
+
+def _largest_passing(n: int, passes: Callable[[int], bool]) -> int:
+    """The largest k in 0..n with ``passes(k)`` by bisection (k = 0, the nominal sample,
+    always passes); assumes passing is, to a good approximation, monotone in k."""
+    if n == 0 or passes(n):
+        return n
+    lo, hi = 0, n  # passes(lo), not passes(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
+    return lo
+
+
+class _Repair:
+    """Builds the perturbed sample for the k cheapest candidates with the marginal repair, and
+    checks it against the constraints.
+
+    Args:
+        x0: nominal rows [n, d]; cand: candidate rows [n, d]; lo, hi: box bounds [n, d];
+        valid: movable entries [n, d]; feature_of: the feature of each column [d] (a
+        feature's columns are pooled); names: each column's name [d].
+    """
+
+    def __init__(
+        self,
+        x0: np.ndarray,
+        cand: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        valid: np.ndarray,
+        feature_of: tuple[str, ...],
+        names: tuple[str, ...],
+    ) -> None:
+        self.x0, self.cand, self.lo, self.hi, self.valid = x0, cand, lo, hi, valid
+        movable = valid.any(0)
+        self.columns = np.flatnonzero(movable)
+        features: dict[str, list[int]] = {}
+        for position, j in enumerate(self.columns):
+            features.setdefault(feature_of[j], []).append(position)
+        self.groups = list(features.values())
+        self.names = [names[j] for j in self.columns]
+        self._corr_nominal: np.ndarray | None = None
+
+    def build(self, k: int, order: np.ndarray) -> np.ndarray:
+        """Rows [n, d]: the first ``k`` events of ``order`` at their candidate points, the
+        others' movable entries re-assigned so each feature's marginal matches the nominal."""
+        x = self.x0.copy()
+        chosen = order[:k]
+        x[chosen] = self.cand[chosen]
+        if k == 0:
+            return x
+        fixed_event = np.zeros(len(x), dtype=bool)
+        fixed_event[chosen] = True
+        for group in self.groups:
+            cols = self.columns[group]
+            valid = self.valid[:, cols]
+            fixed = np.broadcast_to(fixed_event[:, None], valid.shape)[valid]
+            block = x[:, cols]
+            block[valid] = _rearrange(
+                self.x0[:, cols][valid],
+                block[valid],
+                fixed,
+                self.lo[:, cols][valid],
+                self.hi[:, cols][valid],
+            )
+            x[:, cols] = block
+        return x
+
+    def _arrays(self, k: int, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = self.build(k, order)
+        cols = self.columns
+        return self.x0[:, cols], x[:, cols], self.valid[:, cols]
+
+    def violations(self, k: int, order: np.ndarray, limits: object) -> list[str]:
+        nominal, perturbed, valid = self._arrays(k, order)
+        if self._corr_nominal is None:
+            self._corr_nominal = pairwise_correlation(nominal, valid)
+        return fast_violations(
+            nominal,
+            perturbed,
+            valid,
+            limits,
+            groups=self.groups,
+            corr_nominal=self._corr_nominal,
+            names=self.names,
+        )
+
+    def certificate(self, k: int, order: np.ndarray, limits: object) -> Certificate:
+        nominal, perturbed, valid = self._arrays(k, order)
+        return certify(nominal, perturbed, valid, self.names, limits, groups=self.groups)
+
+
+def _rearrange(
+    v0: np.ndarray, v: np.ndarray, fixed: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """One feature's values [m] with the ``fixed`` entries kept at ``v`` and every other entry
+    moved to the quantile that makes the whole sample's marginal equal the nominal ``v0`` [m]:
+    the other entries must supply the nominal values minus what the fixed entries now hold, in
+    the order of their own nominal values (the monotone, i.e. optimal, transport), each then
+    clipped to its box [lo, hi]."""
+    free = ~fixed
+    points = np.concatenate([v0, v[fixed]]).astype(np.float64)
+    mass = np.concatenate([np.ones(len(v0)), -np.ones(int(fixed.sum()))])
+    order = np.argsort(points, kind="stable")
+    supplied = np.maximum.accumulate(np.cumsum(mass[order]))
+    n_free = int(free.sum())
+    at = np.minimum(
+        np.searchsorted(supplied, np.arange(1, n_free + 1), side="left"), len(order) - 1
+    )
+    targets = points[order][at]
+    out = v.astype(np.float64)
+    free_idx = np.flatnonzero(free)
+    ranked = free_idx[np.argsort(v0[free_idx], kind="stable")]
+    out[ranked] = np.clip(targets, lo[ranked], hi[ranked])
+    return out.astype(v.dtype)
