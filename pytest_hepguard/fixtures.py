@@ -13,6 +13,7 @@ Heavy modules are imported inside the fixtures, never at import time.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,6 +22,8 @@ from pytest_hepguard.exceptions import HepguardError
 from pytest_hepguard.session import RESULT_PROPERTY, STATE_KEY, State
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pytest_hepguard.audit import Auditor, CheckResult
     from pytest_hepguard.events import Events
     from pytest_hepguard.uncertainties import GateSpec, UncertaintyModel
@@ -118,10 +121,47 @@ def hepguard_auditor(
             seed=settings.seed,
             batch_size=settings.batch_size,
             progress=terminal_progress(pytestconfig),
+            on_perturbed=_perturbed_writer(pytestconfig, hepguard_events, hepguard_uncertainties),
         )
     except HepguardError as exc:
         _fatal(pytestconfig, exc)
         raise
+
+
+def _perturbed_writer(
+    config: pytest.Config, events: Events, uncertainties: UncertaintyModel
+) -> Callable[[str, np.ndarray, np.ndarray, np.ndarray], None] | None:
+    """The ``on_perturbed`` callback of ``--hepguard-save-perturbed``, or None."""
+    state = _state(config)
+    settings = state.settings
+    folder = settings.save_perturbed
+    if folder is None:
+        return None
+    from pytest_hepguard.layout import Layout
+    from pytest_hepguard.report.perturbed import write_perturbed
+
+    layout = Layout(uncertainties)
+    label = uncertainties.data.label
+    inputs = settings.input_files(uncertainties)
+
+    def write(name: str, rows: np.ndarray, nominal: np.ndarray, perturbed: np.ndarray) -> None:
+        path = write_perturbed(
+            folder,
+            name,
+            events,
+            layout,
+            rows,
+            nominal,
+            perturbed,
+            fmt=settings.perturbed_format,
+            label=label if isinstance(label, str) else "label",
+            weight=uncertainties.data.weight or "weight",
+            inputs=inputs,
+            force=settings.force,
+        )
+        state.written.append(("--hepguard-save-perturbed", path))
+
+    return write
 
 
 class Hepguard:

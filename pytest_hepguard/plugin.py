@@ -91,6 +91,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "attack it with estimated (SPSA) gradients: a weaker attack, marked in the report",
     )
     group.addoption(
+        "--hepguard-save-perturbed",
+        metavar="DIR",
+        help="write each check's perturbed events (same columns and labels as the input, plus "
+        "the nominal and perturbed model outputs) into DIR, one file per check",
+    )
+    group.addoption(
+        "--hepguard-perturbed-format",
+        choices=("npz", "parquet"),
+        default="npz",
+        help="file format of --hepguard-save-perturbed (default npz)",
+    )
+    group.addoption(
         "--hepguard-force",
         action="store_true",
         help="overwrite existing output files that hepguard did not write (never input files)",

@@ -39,6 +39,8 @@ class Settings:
     compare_fail: str | None = None
     force: bool = False
     gradient_free: bool = False
+    save_perturbed: Path | None = None
+    perturbed_format: str = "npz"
 
     @property
     def active(self) -> bool:
@@ -81,6 +83,8 @@ class Settings:
             compare_fail=config.getoption("hepguard_compare_fail"),
             force=config.getoption("hepguard_force"),
             gradient_free=config.getoption("hepguard_gradient_free"),
+            save_perturbed=path("hepguard_save_perturbed"),
+            perturbed_format=config.getoption("hepguard_perturbed_format"),
         )
 
     def outputs(self) -> dict[str, Path]:
@@ -131,6 +135,8 @@ def build_state(config: pytest.Config) -> State:
         )
     if not settings.active:
         asked = [*settings.outputs(), *(["--hepguard-plots"] if settings.plots else [])]
+        if settings.save_perturbed:
+            asked.append("--hepguard-save-perturbed")
         if settings.compare:
             asked.append("--hepguard-compare")
         if asked:
@@ -143,10 +149,16 @@ def build_state(config: pytest.Config) -> State:
     inputs = settings.input_files(state.uncertainties)
     for option, target in settings.outputs().items():
         check_report_path(target, option, inputs, settings.force)
-    if settings.plots is not None and not settings.plots.parent.is_dir():
-        raise ReportPathError(
-            f"--hepguard-plots {settings.plots}: the folder {settings.plots.parent} does not exist"
-        )
+    for option, folder in (
+        ("--hepguard-plots", settings.plots),
+        ("--hepguard-save-perturbed", settings.save_perturbed),
+    ):
+        if folder is not None and not folder.parent.is_dir():
+            raise ReportPathError(
+                f"{option} {folder}: the folder {folder.parent} does not exist"
+            )
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise ReportPathError(f"{option} {folder}: a file of that name is in the way")
     if settings.compare_fail and settings.compare is None:
         raise HepguardError("--hepguard-compare-fail needs --hepguard-compare BASELINE")
     if settings.compare is not None:

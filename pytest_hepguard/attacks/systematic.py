@@ -84,9 +84,10 @@ def correlated_shift(
 ) -> torch.Tensor:
     """Rows ``x0`` [batch, n] with every group at once: ``theta`` [batch, n_groups] (per event;
     rows equal for per-sample draws). Displacements add; bounds are respected by each group's
-    shift and, for the sum, by clipping to the widest physical bounds of the features."""
+    shift and, for the sum, by clipping to the physical bounds (a nominal value already outside
+    them, such as a sentinel, stays where it is)."""
     x = x0.clone()
     for g, group in enumerate(groups):
         x = x + group.shift(x0, theta[:, g : g + 1]) - x0
     lower, upper = groups[0].envelope.lower, groups[0].envelope.upper
-    return torch.clamp(x, lower, upper)
+    return torch.clamp(x, torch.minimum(lower, x0), torch.maximum(upper, x0))

@@ -49,6 +49,7 @@ def summary_lines(entries: Sequence[dict[str, object]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines += hidden_lines(entries)
     assumed = entries[0].get("assumptions") if entries else None
     if assumed:
         lines.append(f"assumed: {'; '.join(assumed)}")  # type: ignore[arg-type]
@@ -69,3 +70,39 @@ def failure_message(entry: dict[str, object]) -> str:
         f"{_num(entry.get('output_ks'))}"
     )
     return "\n".join(lines)
+
+
+def hidden_ratio(entries: Sequence[dict[str, object]]) -> tuple[dict, dict, float] | None:
+    """The first certified ``hidden`` (fool) check and the first ``systematic`` check at the
+    same epsilon, and the ratio of their fooling rates: how much the usual +-1 sigma estimate
+    underestimates the model's sensitivity (inf when the +-1 sigma shifts flip nothing)."""
+    for hidden in entries:
+        details = hidden.get("details") or {}
+        if hidden.get("attack") != "hidden" or details.get("direction") != "fool":  # type: ignore[union-attr]
+            continue
+        if not details.get("certificate", {}).get("passed"):  # type: ignore[union-attr]
+            continue
+        eps = hidden["params"].get("epsilon")  # type: ignore[union-attr]
+        for syst in entries:
+            if syst.get("attack") == "systematic" and syst["params"].get("epsilon") == eps:  # type: ignore[union-attr]
+                num, den = hidden["fooling_rate"], syst["fooling_rate"]
+                ratio = num / den if den else float("inf")  # type: ignore[operator]
+                return hidden, syst, ratio
+    return None
+
+
+def hidden_lines(entries: Sequence[dict[str, object]]) -> list[str]:
+    """The summary's line on hidden systematics, when both checks ran."""
+    found = hidden_ratio(entries)
+    if found is None:
+        return []
+    hidden, syst, ratio = found
+    cert = hidden["details"]["certificate"]  # type: ignore[index]
+    worst_p = min((f["ks_pvalue"] for f in cert["features"]), default=None)  # type: ignore[index]
+    return [
+        f"hidden systematics: '{hidden['name']}' flips {hidden['fooling_rate']:.4f} of decisions "
+        f"inside the envelope with every input marginal and correlation unchanged (smallest KS "
+        f"p-value {_num(worst_p, '.3g')}, max |Δρ| {_num(cert['max_abs_delta_rho'], '.2g')}), "  # type: ignore[index]
+        f"{ratio:.1f}x the ±1σ group shifts of '{syst['name']}' ({syst['fooling_rate']:.4f}, "
+        f"worst: {syst['details']['worst_variation']})"  # type: ignore[index]
+    ]
