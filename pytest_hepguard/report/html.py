@@ -274,6 +274,93 @@ def _features(entry: dict[str, Any]) -> str:
     )
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """An HTML table; numbers formatted to 4 significant digits, everything escaped."""
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"<td class='num'>{esc(_num(v, '.4g'))}</td>"
+        return f"<td>{esc('n/a' if v is None else v)}</td>"
+
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<div class='wide'><table><tr>{head}</tr>{body}</table></div>"
+
+
+def _details(entry: dict[str, Any]) -> str:
+    """The attack's own numbers (docs/report.md, ``details``): the hidden attack's certificate,
+    the systematic variations, the worst-case cascade, the radius quantiles, the scan."""
+    d = entry.get("details") or {}
+    out = ""
+    cert = d.get("certificate")
+    if cert:
+        verdict = "passed" if cert.get("passed") else "FAILED"
+        pair = " / ".join(cert.get("max_pair") or []) or "n/a"
+        out += (
+            f"<h3>certificate ({verdict}, scipy)</h3><p>max |Δρ| "
+            f"{esc(_num(cert.get('max_abs_delta_rho'), '.3g'))} ({esc(pair)}), relative Frobenius "
+            f"change {esc(_num(cert.get('corr_frob_change'), '.3g'))}; {esc(d.get('kept', 'n/a'))}"
+            f" of {esc(d.get('candidates', 'n/a'))} candidate events kept</p>"
+        )
+        out += _table(
+            ("feature", "real entries", "KS", "KS p-value", "JS distance"),
+            [(f["name"], f["n"], f["ks"], f["ks_pvalue"], f["jsd"]) for f in cert["features"]],
+        )
+    if d.get("variations"):
+        out += f"<h3>group variations (worst: {esc(d.get('worst_variation'))})</h3>"
+        out += _table(
+            ("group", "shift", "fooling rate", "error", "AUC after", "output KS", "mean shift"),
+            [
+                (
+                    v["group"],
+                    v["shift"],
+                    v["fooling_rate"],
+                    v["fooling_rate_err"],
+                    v["auc_perturbed"],
+                    v["output_ks"],
+                    v["mean_shift"],
+                )
+                for v in d["variations"]
+            ],
+        )
+        corr = d.get("correlated") or {}
+        out += (
+            f"<p>correlated random draws of all groups: {esc(corr.get('draws'))} draws, fooling "
+            f"rate mean {esc(_num(corr.get('fooling_rate_mean')))}, max "
+            f"{esc(_num(corr.get('fooling_rate_max')))}</p>"
+        )
+    if d.get("cascade"):
+        out += "<h3>worst-case cascade</h3>" + _table(
+            ("stage", "events fooled first", "share", "seconds"),
+            [(c["attack"], c["fooled"], c["share"], c["seconds"]) for c in d["cascade"]],
+        )
+    radius = d.get("radius")
+    if radius:
+        out += "<h3>robustness radius [σ]</h3>" + _table(
+            ("events", "q16", "median", "q84", "median of those that flip", "not flipped"),
+            [
+                (name, g["q16"], g["median"], g["q84"], g["median_flipped"], g["not_flipped"])
+                for name, g in radius["groups"].items()
+            ],
+        )
+    if d.get("scan"):
+        out += "<h3>sensitivity scan</h3>" + _table(
+            ("epsilon", "ks_max", "hidden", "certified", "random", "pgd"),
+            [
+                (
+                    r["epsilon"],
+                    r["ks_max"],
+                    r["hidden_fooling_rate"],
+                    str(r["certified"]),
+                    r["random_fooling_rate"],
+                    r["pgd_fooling_rate"],
+                )
+                for r in d["scan"]
+            ],
+        )
+    return out
+
+
 def _messages(entry: dict[str, Any]) -> str:
     out = ""
     failures, warnings = entry.get("failures") or [], entry.get("warnings") or []
@@ -333,6 +420,7 @@ def _check(i: int, entry: dict[str, Any], global_assumptions: Sequence[str]) -> 
 <h3>limits</h3>
 {_limits(entry)}
 {_messages(entry)}
+{_details(entry)}
 <div class="grid">{figures}</div>
 {_features(entry)}
 {own}
