@@ -13,7 +13,8 @@ Generator) to ``--events`` rows, built as an :class:`Events` directly. The scrip
   pass over all events (no_grad) and one forward + backward pass for the input gradient of the
   per-event cross-entropy (what one attack step costs);
 - the :class:`Auditor` construction (nominal pass, feature std, working point);
-- each check (random, fgsm, pgd 10 and 20 steps, all at epsilon 1): ``CheckResult.seconds`` (the
+- each check (random, fgsm, pgd 10 and 20 steps, hidden 20 steps, systematic, all at epsilon
+  1; hidden adds the marginal repair and the scipy certificate on the CPU): ``CheckResult.seconds`` (the
   perturbation loop on the device) and the wall time of ``auditor.run`` (which adds the metrics,
   computed with numpy on the CPU);
 - the peak RSS of the process (``resource.getrusage``) and, on a GPU, the peak allocated memory
@@ -65,6 +66,10 @@ CHECKS: tuple[tuple[str, str, dict[str, object], int, int], ...] = (
     ("fgsm", "fgsm", {"epsilon": 1.0}, 2, 1),
     ("pgd10", "pgd", {"epsilon": 1.0, "steps": 10}, 11, 10),
     ("pgd20", "pgd", {"epsilon": 1.0, "steps": 20}, 21, 20),
+    # margin ascent: 21 forward+backward, the shrink 9 forwards, the final scoring 1
+    ("hidden20", "hidden", {"epsilon": 1.0, "steps": 20}, 31, 21),
+    # 3 groups x (up, down) + 20 correlated draws, one forward each
+    ("systematic", "systematic", {"epsilon": 1.0}, 26, 0),
 )
 
 
