@@ -15,7 +15,13 @@ How the constraints are enforced (docs/attacks.md says why this shape):
    quantiles that make the whole perturbed sample's marginal equal the nominal one (the
    monotone rearrangement: the optimal transport map in one dimension, so each of them moves
    as little as possible, usually by one rank gap), then clipped to that event's own box.
-3. **The largest certified k.** Bisection on k with the fast in-loop checks
+3. **Two placements.** The repair runs twice: with each flip at its smallest size, and with
+   each flip extended along its own direction to the edge of the box. Minimal flips disturb the
+   marginals least; extended ones land where the events they displace can take their place, so
+   that a whole strip of events can swap across the cut. The sample that flips more (or moves
+   the discriminant further in ``up``/``down``; never the wrong way: the nominal sample then)
+   is kept.
+4. **The largest certified k.** Bisection on k with the fast in-loop checks
    (:func:`pytest_hepguard.constraints.fast_violations`), then the scipy certificate
    (:func:`pytest_hepguard.constraints.certify`) on the final sample; k shrinks until scipy
    agrees. When no k >= 1 passes, the attack says so in ``failures`` and returns the nominal
@@ -82,50 +88,92 @@ class Hidden(SampleAttack):
         limits = sample.constraints
         if self.ks_max is not None:
             limits = replace(limits, ks_max=self.ks_max)
-        cand, priority, lo, hi, valid = self._candidates(model, sample)
+        minimal, extended, priority, lo, hi, valid = self._candidates(model, sample)
         order = np.argsort(priority, kind="stable")
         order = order[np.isfinite(priority[order])]
-        repair = _Repair(sample.x0.numpy(), cand, lo, hi, valid, sample.feature_of, sample.names)
-
-        def passes(k: int) -> bool:
-            return not repair.violations(k, order, limits)
-
-        k = _largest_passing(len(order), passes)
-        cert = repair.certificate(k, order, limits)
-        while k > 0 and not cert.passed:
-            k = int(k * BACKOFF)
+        x0 = sample.x0.numpy()
+        best: tuple[float, int, np.ndarray, Certificate] | None = None
+        cheapest: Certificate | None = None
+        for cand in (minimal, extended) if self.direction == "fool" else (minimal,):
+            repair = _Repair(x0, cand, lo, hi, valid, sample.feature_of, sample.names)
+            k = _largest_passing(len(order), lambda k, r=repair: not r.violations(k, order, limits))
             cert = repair.certificate(k, order, limits)
-        out = SamplePerturbation(
-            torch.from_numpy(repair.build(k, order)),
-            details={
-                "direction": self.direction,
-                "candidates": len(order),
-                "kept": k,
-                "certificate": cert.to_dict(),
-            },
+            while k > 0 and not cert.passed:
+                k = int(k * BACKOFF)
+                cert = repair.certificate(k, order, limits)
+            if k == 0:
+                cheapest = cheapest or repair.certificate(1, order, limits)
+                continue
+            x = repair.build(k, order)
+            score = self._score(model, sample, x)
+            if best is None or score > best[0]:
+                best = (score, k, x, cert)
+        if best is not None and self.direction != "fool" and best[0] <= 0:
+            best = None
+        details: dict[str, object] = {"direction": self.direction, "candidates": len(order)}
+        if best is None:
+            nominal = _Repair(x0, minimal, lo, hi, valid, sample.feature_of, sample.names)
+            out = SamplePerturbation(
+                sample.x0.clone(),
+                details={
+                    **details,
+                    "kept": 0,
+                    "certificate": nominal.certificate(0, order, limits).to_dict(),
+                },
+            )
+            if len(order) == 0:
+                out.warnings.append(
+                    f"no event could be moved this way within epsilon {self.epsilon:g}: the "
+                    "hidden attack found nothing to hide"
+                )
+            elif cheapest is not None:
+                out.failures.append(
+                    "could not satisfy the constraints: even the single cheapest of "
+                    f"{len(order)} candidate perturbations breaks them ("
+                    + "; ".join(cheapest.violations)
+                    + "); the nominal sample is reported, not a hidden perturbation"
+                )
+            else:
+                out.warnings.append(
+                    f"under the constraints no perturbation moves the discriminant "
+                    f"{self.direction}: the nominal sample is reported"
+                )
+            return out
+        _, k, x, cert = best
+        return SamplePerturbation(
+            torch.from_numpy(x), details={**details, "kept": k, "certificate": cert.to_dict()}
         )
-        if len(order) == 0:
-            out.warnings.append(
-                f"no event could be moved this way within epsilon {self.epsilon:g}: the "
-                "hidden attack found nothing to hide"
-            )
-        elif k == 0:
-            cheapest = repair.certificate(1, order, limits)
-            out.failures.append(
-                "could not satisfy the constraints: even the single cheapest of "
-                f"{len(order)} candidate perturbations breaks them ("
-                + "; ".join(cheapest.violations)
-                + "); the nominal sample is reported, not a hidden perturbation"
-            )
-        return out
+
+    def _score(self, model: Model, sample: Sample, x: np.ndarray) -> float:
+        """How well the perturbed rows ``x`` [n, d] do what the attack wants: decisions
+        flipped (``fool``), or the summed discriminant shift in its direction."""
+        total = 0.0
+        rows = torch.from_numpy(x)
+        with torch.no_grad():
+            for start, stop in sample.batches():
+                x0 = sample.x0[start:stop].to(sample.device)
+                xp = rows[start:stop].to(sample.device)
+                if self.direction == "fool":
+                    nominal = sample.nominal_decisions[start:stop].to(sample.device)
+                    total += float((sample.decide(model, xp) != nominal).sum())
+                    continue
+                disc = [
+                    sample.decision.discriminant_of(model.probabilities(model.score(r)))
+                    for r in (xp, x0)
+                ]
+                sign = 1.0 if self.direction == "up" else -1.0
+                total += sign * float((disc[0] - disc[1]).double().sum())
+        return total
 
     def _candidates(
         self, model: Model, sample: Sample
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per event its candidate point [n, d] and priority [n] (lower first; inf: none), and
-        the box bounds lo, hi [n, d] and the movable mask [n, d] (float64 / bool, CPU)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per event its candidate point [n, d], the same flip extended to the edge of the box
+        [n, d], the priority [n] (lower first; inf: none), and the box bounds lo, hi [n, d] and
+        the movable mask [n, d] (float64 / bool, CPU)."""
         n, d = sample.x0.shape
         cand = np.empty((n, d), dtype=np.float32)
+        far = np.empty((n, d), dtype=np.float32)
         priority = np.full(n, np.inf)
         lo, hi = np.empty((n, d), np.float64), np.empty((n, d), np.float64)
         valid = np.empty((n, d), dtype=bool)
@@ -134,12 +182,13 @@ class Hidden(SampleAttack):
             x0 = sample.x0[start:stop].to(sample.device)
             nominal = sample.nominal_decisions[start:stop].to(sample.device)
             box = env.box(x0, self.epsilon)
-            x, prio = self.search.candidates(model, sample, x0, nominal, box)
+            x, x_far, prio = self.search.candidates(model, sample, x0, nominal, box)
             cand[start:stop] = x.cpu().numpy()
+            far[start:stop] = x_far.cpu().numpy()
             priority[start:stop] = prio.cpu().numpy()
             lo[start:stop], hi[start:stop] = box[0].cpu().numpy(), box[1].cpu().numpy()
             valid[start:stop] = env.movable(x0).cpu().numpy()
-        return cand, priority, lo, hi, valid
+        return cand, far, priority, lo, hi, valid
 
 
 def _largest_passing(n: int, passes: Callable[[int], bool]) -> int:
@@ -244,7 +293,7 @@ def _rearrange(
     free = ~fixed
     points = np.concatenate([v0, v[fixed]]).astype(np.float64)
     mass = np.concatenate([np.ones(len(v0)), -np.ones(int(fixed.sum()))])
-    order = np.argsort(points, kind="stable")
+    order = np.lexsort((mass, points))  # at equal values a removal before an addition
     supplied = np.maximum.accumulate(np.cumsum(mass[order]))
     n_free = int(free.sum())
     at = np.minimum(

@@ -52,9 +52,11 @@ class MarginAscent:
         x0: torch.Tensor,
         nominal: torch.Tensor,
         box: tuple[torch.Tensor, torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For one batch ``x0`` [batch, n] with ``nominal`` decisions [batch]: the candidate
-        points [batch, n] and their priorities [batch] float64 (lower first; inf where the
+        points [batch, n], the same flips extended along their direction to the edge of the
+        box ([batch, n]; where that still flips, else the candidate itself; for ``up``/``down``
+        the candidates again), and their priorities [batch] float64 (lower first; inf where the
         event is no candidate): the summed |delta| in sigmas of a flip, or minus the gain of
         the objective per summed sigma."""
         env = sample.envelope
@@ -83,13 +85,36 @@ class MarginAscent:
             )
         if self.direction == "fool":
             best, flipped = _shrink(model, sample, x0, nominal, best, done, box)
-            cost = env.in_sigmas(x0, best).abs().sum(1)
-            return best, torch.where(flipped, cost.double(), torch.inf)
+            delta = env.in_sigmas(x0, best).abs()
+            extended = _extend(model, sample, x0, nominal, best, flipped, box, self.epsilon)
+            cost = delta.sum(1).double()
+            return best, extended, torch.where(flipped, cost, torch.inf)
         assert best_obj is not None
         with torch.no_grad():
             gain = best_obj - self.objective(model, sample, x0, nominal)
         cost = env.in_sigmas(x0, best).abs().sum(1).clamp_min(1e-12)
-        return best, torch.where(gain > 0, -(gain / cost).double(), torch.inf)
+        return best, best, torch.where(gain > 0, -(gain / cost).double(), torch.inf)
+
+
+def _extend(
+    model: Model,
+    sample: Sample,
+    x0: torch.Tensor,
+    nominal: torch.Tensor,
+    x: torch.Tensor,
+    flipped: torch.Tensor,
+    box: tuple[torch.Tensor, torch.Tensor],
+    epsilon: float,
+) -> torch.Tensor:
+    """Each flip ``x`` scaled along its own direction until its largest displacement is
+    ``epsilon`` sigmas (where the scaled point still flips; else ``x``)."""
+    env = sample.envelope
+    with torch.no_grad():
+        reach = env.in_sigmas(x0, x).abs().amax(1)
+        scale = torch.where(reach > 0, epsilon / reach.clamp_min(1e-12), 1.0)
+        far = env.project(x0, x0 + scale.unsqueeze(1) * (x - x0), box)
+        ok = flipped & (sample.decide(model, far) != nominal)
+        return torch.where(ok.unsqueeze(1), far, x)
 
 
 def _shrink(

@@ -78,7 +78,7 @@ class Worst(SampleAttack):
                 t0 = time.perf_counter()
                 sub = x0[todo]
                 box = sample.envelope.box(sub, self.epsilon)
-                points, priority = self.margin.candidates(model, sample, sub, nominal[todo], box)
+                points, _, priority = self.margin.candidates(model, sample, sub, nominal[todo], box)
                 flipped = torch.isfinite(priority)
                 x[todo[flipped]] = points[flipped]
                 fooled[-1] += int(flipped.sum())
