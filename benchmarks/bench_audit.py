@@ -14,9 +14,9 @@ Generator) to ``--events`` rows, built as an :class:`Events` directly. The scrip
   per-event cross-entropy (what one attack step costs);
 - the :class:`Auditor` construction (nominal pass, feature std, working point);
 - each check (random, fgsm, pgd 10 and 20 steps, hidden 20 steps, systematic, all at epsilon
-  1; hidden adds the marginal repair and the scipy certificate on the CPU): ``CheckResult.seconds`` (the
-  perturbation loop on the device) and the wall time of ``auditor.run`` (which adds the metrics,
-  computed with numpy on the CPU);
+  1; hidden adds the marginal repair and the scipy certificate on the CPU):
+  ``CheckResult.seconds`` (the perturbation loop on the device) and the wall time of
+  ``auditor.run`` (which adds the metrics, computed with numpy on the CPU);
 - the peak RSS of the process (``resource.getrusage``) and, on a GPU, the peak allocated memory
   of each phase (``torch.cuda.max_memory_allocated``).
 

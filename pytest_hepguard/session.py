@@ -154,9 +154,7 @@ def build_state(config: pytest.Config) -> State:
         ("--hepguard-save-perturbed", settings.save_perturbed),
     ):
         if folder is not None and not folder.parent.is_dir():
-            raise ReportPathError(
-                f"{option} {folder}: the folder {folder.parent} does not exist"
-            )
+            raise ReportPathError(f"{option} {folder}: the folder {folder.parent} does not exist")
         if folder is not None and folder.exists() and not folder.is_dir():
             raise ReportPathError(f"{option} {folder}: a file of that name is in the way")
     if settings.compare_fail and settings.compare is None:
