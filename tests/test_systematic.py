@@ -45,14 +45,7 @@ SHIFTS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: the cores are shared with other test processes, and torch's
-    spinning worker threads slow down many-fold when oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _shifted(x: np.ndarray, column: int, shift: float) -> np.ndarray:

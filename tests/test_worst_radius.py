@@ -24,14 +24,7 @@ CONSTRAINTS = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: the cores are shared with other test processes, and torch's
-    spinning worker threads slow down many-fold when oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _example_auditor(seen: dict | None = None) -> Auditor:
