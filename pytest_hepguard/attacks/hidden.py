@@ -46,6 +46,7 @@ from pytest_hepguard.constraints import (
 )
 from pytest_hepguard.exceptions import AttackError
 from pytest_hepguard.models.base import Model
+from pytest_hepguard.uncertainties import ConstraintSpec
 
 #: Factor by which k shrinks when scipy's certificate rejects what the fast checks accepted.
 BACKOFF = 0.9
@@ -92,19 +93,22 @@ class Hidden(SampleAttack):
         order = np.argsort(priority, kind="stable")
         order = order[np.isfinite(priority[order])]
         x0 = sample.x0.numpy()
+        repair = _Repair(x0, lo, hi, valid, sample.feature_of, sample.names, order, limits)
         best: tuple[float, int, np.ndarray, Certificate] | None = None
         cheapest: Certificate | None = None
         for cand in (minimal, extended) if self.direction == "fool" else (minimal,):
-            repair = _Repair(x0, cand, lo, hi, valid, sample.feature_of, sample.names)
-            k = _largest_passing(len(order), lambda k, r=repair: not r.violations(k, order, limits))
-            cert = repair.certificate(k, order, limits)
+            k = _largest_passing(
+                len(order), lambda k, c=cand: not repair.violations(repair.build(c, k))
+            )
+            x = repair.build(cand, k)
+            cert = repair.certificate(x)
             while k > 0 and not cert.passed:
                 k = int(k * BACKOFF)
-                cert = repair.certificate(k, order, limits)
+                x = repair.build(cand, k)
+                cert = repair.certificate(x)
             if k == 0:
-                cheapest = cheapest or repair.certificate(1, order, limits)
+                cheapest = cheapest or repair.certificate(repair.build(cand, 1))
                 continue
-            x = repair.build(k, order)
             score = self._score(model, sample, x)
             if best is None or score > best[0]:
                 best = (score, k, x, cert)
@@ -112,14 +116,9 @@ class Hidden(SampleAttack):
             best = None
         details: dict[str, object] = {"direction": self.direction, "candidates": len(order)}
         if best is None:
-            nominal = _Repair(x0, minimal, lo, hi, valid, sample.feature_of, sample.names)
             out = SamplePerturbation(
                 sample.x0.clone(),
-                details={
-                    **details,
-                    "kept": 0,
-                    "certificate": nominal.certificate(0, order, limits).to_dict(),
-                },
+                details={**details, "kept": 0, "certificate": repair.certificate(x0).to_dict()},
             )
             if len(order) == 0:
                 out.warnings.append(
@@ -204,41 +203,46 @@ def _largest_passing(n: int, passes: Callable[[int], bool]) -> int:
 
 
 class _Repair:
-    """Builds the perturbed sample for the k cheapest candidates with the marginal repair, and
-    checks it against the constraints.
+    """Builds the perturbed sample for the k cheapest candidates of a candidate set with the
+    marginal repair, and checks it against the constraints.
 
     Args:
-        x0: nominal rows [n, d]; cand: candidate rows [n, d]; lo, hi: box bounds [n, d];
-        valid: movable entries [n, d]; feature_of: the feature of each column [d] (a
-        feature's columns are pooled); names: each column's name [d].
+        x0: nominal rows [n, d]; lo, hi: box bounds [n, d]; valid: movable entries [n, d];
+        feature_of: the feature of each column [d] (a feature's columns are pooled); names:
+        each column's name [d]; order: candidate events, cheapest first; limits: the
+        constraints.
     """
 
     def __init__(
         self,
         x0: np.ndarray,
-        cand: np.ndarray,
         lo: np.ndarray,
         hi: np.ndarray,
         valid: np.ndarray,
         feature_of: tuple[str, ...],
         names: tuple[str, ...],
+        order: np.ndarray,
+        limits: ConstraintSpec,
     ) -> None:
-        self.x0, self.cand, self.lo, self.hi, self.valid = x0, cand, lo, hi, valid
-        movable = valid.any(0)
-        self.columns = np.flatnonzero(movable)
+        self.x0, self.lo, self.hi, self.valid = x0, lo, hi, valid
+        self.order, self.limits = order, limits
+        self.columns = np.flatnonzero(valid.any(0))
         features: dict[str, list[int]] = {}
         for position, j in enumerate(self.columns):
             features.setdefault(feature_of[j], []).append(position)
         self.groups = list(features.values())
         self.names = [names[j] for j in self.columns]
+        self._nominal = x0[:, self.columns]
+        self._valid = valid[:, self.columns]
         self._corr_nominal: np.ndarray | None = None
 
-    def build(self, k: int, order: np.ndarray) -> np.ndarray:
-        """Rows [n, d]: the first ``k`` events of ``order`` at their candidate points, the
-        others' movable entries re-assigned so each feature's marginal matches the nominal."""
+    def build(self, cand: np.ndarray, k: int) -> np.ndarray:
+        """Rows [n, d]: the first ``k`` events of ``order`` at their points in ``cand`` [n, d],
+        the others' movable entries re-assigned so each feature's marginal matches the
+        nominal."""
         x = self.x0.copy()
-        chosen = order[:k]
-        x[chosen] = self.cand[chosen]
+        chosen = self.order[:k]
+        x[chosen] = cand[chosen]
         if k == 0:
             return x
         fixed_event = np.zeros(len(x), dtype=bool)
@@ -258,28 +262,30 @@ class _Repair:
             x[:, cols] = block
         return x
 
-    def _arrays(self, k: int, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = self.build(k, order)
-        cols = self.columns
-        return self.x0[:, cols], x[:, cols], self.valid[:, cols]
-
-    def violations(self, k: int, order: np.ndarray, limits: object) -> list[str]:
-        nominal, perturbed, valid = self._arrays(k, order)
+    def violations(self, x: np.ndarray) -> list[str]:
+        """The fast in-loop checks of rows ``x`` [n, d] (no scipy)."""
         if self._corr_nominal is None:
-            self._corr_nominal = pairwise_correlation(nominal, valid)
+            self._corr_nominal = pairwise_correlation(self._nominal, self._valid)
         return fast_violations(
-            nominal,
-            perturbed,
-            valid,
-            limits,
+            self._nominal,
+            x[:, self.columns],
+            self._valid,
+            self.limits,
             groups=self.groups,
             corr_nominal=self._corr_nominal,
             names=self.names,
         )
 
-    def certificate(self, k: int, order: np.ndarray, limits: object) -> Certificate:
-        nominal, perturbed, valid = self._arrays(k, order)
-        return certify(nominal, perturbed, valid, self.names, limits, groups=self.groups)
+    def certificate(self, x: np.ndarray) -> Certificate:
+        """scipy's certificate of rows ``x`` [n, d]."""
+        return certify(
+            self._nominal,
+            x[:, self.columns],
+            self._valid,
+            self.names,
+            self.limits,
+            groups=self.groups,
+        )
 
 
 def _rearrange(
