@@ -96,10 +96,8 @@ class CheckResult:
         return not self.failures
 
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready dict (NaN and inf become None; private details left out)."""
-        data = asdict(self)
-        data["details"] = {k: v for k, v in self.details.items() if not k.startswith("_")}
-        out = {k: _plain(v) for k, v in data.items()}
+        """Plain JSON-ready dict (NaN and inf become None)."""
+        out = {k: _plain(v) for k, v in asdict(self).items()}
         out["passed"] = self.passed
         return out
 
@@ -210,7 +208,10 @@ class Auditor:
         self._cache: dict[tuple[str, tuple[tuple[str, object], ...]], CheckResult] = {}
         self.on_perturbed = on_perturbed
         self.keep_rows = on_perturbed is not None
-        self._rows_of: dict[tuple[str, tuple[tuple[str, object], ...]], np.ndarray] = {}
+        #: perturbed rows [n, n_features] and probabilities [n, n_classes] per check key
+        self._rows_of: dict[
+            tuple[str, tuple[tuple[str, object], ...]], tuple[np.ndarray, np.ndarray]
+        ] = {}
         self._saved: set[str] = set()
 
     # -- data movement -------------------------------------------------------------------------
@@ -426,7 +427,7 @@ class Auditor:
                 )
                 pert = self._perturb_all(attack, params)
                 if pert.rows is not None:
-                    self._rows_of[key] = pert.rows
+                    self._rows_of[key] = (pert.rows, pert.probs)
                 self._cache[key] = self._result(attack, params, pert, baseline)
         return self._cache[key]
 
@@ -466,12 +467,11 @@ class Auditor:
 
     def _save(self, name: str, key: tuple[str, tuple[tuple[str, object], ...]]) -> None:
         """Hand the perturbed sample of check ``name`` to ``on_perturbed`` (once per name)."""
-        rows = self._rows_of.get(key)
-        if self.on_perturbed is None or rows is None or name in self._saved:
+        saved = self._rows_of.get(key)
+        if self.on_perturbed is None or saved is None or name in self._saved:
             return
         self._saved.add(name)
-        perturbed = self._cache[key].details.get("_probs")
-        assert isinstance(perturbed, np.ndarray)
+        rows, perturbed = saved
         self.on_perturbed(name, rows, self.nominal_probs, perturbed)
 
     # -- composite checks ----------------------------------------------------------------------
@@ -638,8 +638,6 @@ class Auditor:
             else shift.efficiency_perturbed - shift.efficiency_nominal
         )
         details = self._details(pert.details)
-        if pert.rows is not None:
-            details["_probs"] = pert.probs
         return CheckResult(
             name=attack,
             attack=attack,

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytest_hepguard.uncertainties import load_uncertainties
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 DATA = EXAMPLES / "jets.root"
@@ -39,20 +41,9 @@ QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchm
 N_EVENTS = 3000
 
 #: The example's features, in the model's input order.
-FEATURES = (
-    "jet_pt",
-    "jet_eta",
-    "jet_phi",
-    "n_tracks",
-    "n_sv",
-    "sv_mass",
-    "sv_flight_sig",
-    "sv_energy_ratio",
-    "trk_ip2d_sig_1",
-    "trk_ip2d_sig_2",
-    "trk_ip3d_sig_1",
-)
-CLASSES = ("b", "c", "light")
+EXAMPLE_UNC = load_uncertainties(EXAMPLES / "unc.yaml")
+FEATURES = EXAMPLE_UNC.feature_names
+CLASSES = EXAMPLE_UNC.decision.classes
 
 USAGE_ERROR = 4
 
