@@ -34,7 +34,8 @@ from pytest_hepguard.metrics import (
 )
 from pytest_hepguard.models.base import Model
 from pytest_hepguard.preprocess import frozen_by_preprocess
-from pytest_hepguard.uncertainties import GATE_LIMITS, GateSpec, UncertaintyModel
+from pytest_hepguard.templates import Templates
+from pytest_hepguard.uncertainties import GATE_LIMITS, GateSpec, PyhfSpec, UncertaintyModel
 
 #: Share of events with a zero input gradient above which a check warns of gradient masking.
 GRADIENT_MASKING_WARN = 0.10
@@ -89,6 +90,9 @@ class CheckResult:
     #: what an attack reports beyond the common numbers: the hidden attack's certificate, the
     #: systematic variations, the worst-case cascade, the radius distribution, the scan table.
     details: dict[str, object] = field(default_factory=dict)
+    #: pyhf_impact: relative growth of the POI's fit uncertainty from the hepguard nuisance
+    #: parameters (0.1 = 10 %); None for every other check
+    mu_uncertainty_increase: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -213,6 +217,11 @@ class Auditor:
             tuple[str, tuple[tuple[str, object], ...]], tuple[np.ndarray, np.ndarray]
         ] = {}
         self._saved: set[str] = set()
+        #: perturbed probabilities [n, n_classes] per check key (templates are built from them)
+        self._probs_of: dict[tuple[str, tuple[tuple[str, object], ...]], np.ndarray] = {}
+        self._templates: dict[
+            PyhfSpec, tuple[Templates, dict[tuple[str, str], CheckResult]]
+        ] = {}
 
     # -- data movement -------------------------------------------------------------------------
 
@@ -418,6 +427,10 @@ class Auditor:
                 self._cache[key] = self._systematic(params)
             elif attack == "scan":
                 self._cache[key] = self._scan(params)
+            elif attack == "pyhf_impact":
+                from pytest_hepguard.variations import impact_check
+
+                self._cache[key] = impact_check(self)
             else:
                 noise = check_params("random", {"epsilon": params["epsilon"]})
                 baseline = (
@@ -426,6 +439,7 @@ class Auditor:
                     else self._measure("random", noise)
                 )
                 pert = self._perturb_all(attack, params)
+                self._probs_of[key] = pert.probs
                 if pert.rows is not None:
                     self._rows_of[key] = (pert.rows, pert.probs)
                 self._cache[key] = self._result(attack, params, pert, baseline)
@@ -473,6 +487,40 @@ class Auditor:
         self._saved.add(name)
         rows, perturbed = saved
         self.on_perturbed(name, rows, self.nominal_probs, perturbed)
+
+    def perturbed(self, attack: str, **params: object) -> tuple[CheckResult, np.ndarray]:
+        """The numbers of a (non-composite) check and its perturbed class probabilities
+        [n_events, n_classes], run once per session like :meth:`run`."""
+        params = check_params(attack, params)
+        result = self._measure(attack, params)
+        return result, self._probs_of[(attack, tuple(sorted(params.items())))]
+
+    def discriminant(self, probs: np.ndarray) -> np.ndarray:
+        """The decision's discriminant [n] of class probabilities [n, n_classes]."""
+        return self.decision.discriminant_of(torch.from_numpy(probs)).numpy()
+
+    def group_names(self) -> list[str]:
+        """The nuisance groups the systematic variations move: ``groups:`` of the uncertainty
+        file, or each movable feature its own group."""
+        return [g.name for g in self._groups_on_row()]
+
+    def group_shift(self, group: str, theta: float) -> tuple[CheckResult, np.ndarray]:
+        """Group ``group`` shifted coherently by ``theta`` sigmas of its parameter: the numbers
+        and the perturbed class probabilities [n_events, n_classes]."""
+        by_name = {g.name: g for g in self._groups_on_row()}
+        pert = self._shifted(lambda s, x0, g=by_name[group]: g.shift(x0, theta))
+        params = {"epsilon": abs(theta), "group": group, "shift": "up" if theta > 0 else "down"}
+        return self._result("systematic", params, pert), pert.probs
+
+    def templates(self) -> tuple[Templates, dict[tuple[str, str], CheckResult]]:
+        """The pyhf templates of the uncertainty file's ``pyhf:`` section, built once
+        (see :func:`pytest_hepguard.variations.nuisance_templates`)."""
+        from pytest_hepguard.variations import nuisance_templates
+
+        spec = self.uncertainties.pyhf
+        if spec not in self._templates:
+            self._templates[spec] = nuisance_templates(self, spec)
+        return self._templates[spec]
 
     # -- composite checks ----------------------------------------------------------------------
 

@@ -33,3 +33,8 @@ class AttackError(HepguardError):
 
 class UnsupportedOnnxOpError(ModelError):
     """The ONNX graph holds operators the autograd bridge cannot run; all are listed at once."""
+
+
+class PyhfError(HepguardError):
+    """Templates, a workspace or a patch cannot be built: a user workspace that fails pyhf's
+    schema or does not hold the mapped channel and samples, or a binning with empty bins."""

@@ -9,6 +9,7 @@ move in is built from the model in :mod:`pytest_hepguard.envelope`. The format i
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,7 +35,10 @@ GATE_LIMITS: dict[str, str] = {
     "max_output_wasserstein": "output_wasserstein",
     "max_mean_shift": "mean_shift",
     "max_efficiency_change": "efficiency_change",
+    "max_mu_uncertainty_increase": "mu_uncertainty_increase",
 }
+#: Limits that only the check of that attack computes.
+_LIMIT_OF_ATTACK = {"max_mu_uncertainty_increase": "pyhf_impact"}
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,43 @@ class ConstraintSpec:
 
 
 @dataclass(frozen=True)
+class PatchSpec:
+    """Where the hepguard modifiers go in a user's existing pyhf workspace: its file, the
+    channel, and hepguard sample name -> the workspace's sample name."""
+
+    workspace: Path
+    channel: str
+    samples: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class PyhfSpec:
+    """The ``pyhf:`` section: how templates, workspaces and patches are made.
+
+    ``bins``: a number of equal bins over ``range`` or the bin edges (of the discriminant,
+    a probability or a ratio of probabilities in [0, 1]). ``samples``: sample name -> class
+    indices (empty: one sample per class). ``variations``: ``systematic`` (each group at
+    ±``epsilon`` sigmas) and/or ``hidden`` (the hidden-systematics attack with ``direction``
+    up and down, ``steps`` gradient steps, under the file's constraints). ``normsys``: split
+    each variation into a normalisation (normsys) and a shape (histosys) part. ``symmetrize``:
+    variations (group names, ``hidden``) built from their up side only. ``observations``: the
+    channel's data; None: the nominal Asimov data."""
+
+    bins: int | tuple[float, ...] = 10
+    range: tuple[float, float] = (0.0, 1.0)
+    channel: str = "hepguard"
+    poi: str = "mu"
+    samples: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    variations: tuple[str, ...] = ("systematic", "hidden")
+    epsilon: float = 1.0
+    steps: int = 20
+    normsys: bool = True
+    symmetrize: tuple[str, ...] = ()
+    observations: tuple[float, ...] | None = None
+    patch: PatchSpec | None = None
+
+
+@dataclass(frozen=True)
 class UncertaintyModel:
     """A validated uncertainty file. ``features`` are in the model's input order (for a
     single-input model; with ``inputs`` the order within each input is that of ``inputs``).
@@ -218,6 +259,7 @@ class UncertaintyModel:
     groups: tuple[GroupSpec, ...] = ()
     correlations: tuple[tuple[str, str, float], ...] = ()
     constraints: ConstraintSpec = field(default_factory=ConstraintSpec)
+    pyhf: PyhfSpec = field(default_factory=PyhfSpec)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -261,6 +303,7 @@ _TOP_KEYS = (
     "groups",
     "correlations",
     "constraints",
+    "pyhf",
 )
 _INPUT_KEYS = ("features", "per", "length", "pad_value", "layout", "mask_of")
 _PER = ("event", "constituent", "mask")
@@ -284,6 +327,22 @@ _CONSTRAINT_RANGES: dict[str, tuple[float, float]] = {
     "corr_frob_max": (0.0, math.inf),
 }
 _CONSTRAINT_KEYS = (*_CONSTRAINT_RANGES, "jsd_bins")
+_PYHF_KEYS = (
+    "bins",
+    "range",
+    "channel",
+    "poi",
+    "samples",
+    "variations",
+    "epsilon",
+    "steps",
+    "normsys",
+    "symmetrize",
+    "observations",
+    "patch",
+)
+_VARIATIONS = ("systematic", "hidden")
+_PATCH_KEYS = ("workspace", "channel", "samples")
 #: A correlation matrix is positive semi-definite when no eigenvalue is below -_PSD_TOLERANCE.
 _PSD_TOLERANCE = 1e-10
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -448,6 +507,19 @@ def parse_uncertainties(text: str, source: Path | None = None) -> UncertaintyMod
             top, "correlations", root, partial(_correlations, groups=groups), ()
         ),
         constraints=_optional(top, "constraints", root, _constraints, ConstraintSpec()),
+        pyhf=_optional(
+            top,
+            "pyhf",
+            root,
+            partial(
+                _pyhf,
+                classes=decision.classes,
+                folder=folder,
+                variation_groups=[g.name for g in groups]
+                or [f.name for f in features if not f.frozen],
+            ),
+            PyhfSpec(),
+        ),
     )
 
 
@@ -993,6 +1065,12 @@ def _gate(name: str, value: object, where: _Where) -> GateSpec:
         for key in GATE_LIMITS
         if spec.get(key) is not None
     }
+    for key, only in _LIMIT_OF_ATTACK.items():
+        if key in limits and attack != only:
+            raise where.at(spec, key).error(
+                f"{key} is a limit of the {only} check, not of {attack}",
+                f"put it in a gate that runs attack {only}",
+            )
     given = {k: v for k, v in spec.items() if k != "attack" and k not in GATE_LIMITS}
     for key, param in given.items():
         _attack_params(attack, {key: param}, where.at(spec, key))  # the line of a bad parameter
@@ -1303,3 +1381,159 @@ def _constraints(value: object, where: _Where) -> ConstraintSpec:
             )
         given["jsd_bins"] = raw
     return replace(ConstraintSpec(), **given)  # type: ignore[arg-type]
+
+
+# ---- pyhf -------------------------------------------------------------------------------------
+
+
+def _pyhf(
+    value: object,
+    where: _Where,
+    classes: tuple[str, ...] | None,
+    folder: Path | None,
+    variation_groups: Sequence[str],
+) -> PyhfSpec:
+    """The ``pyhf:`` section (templates, workspace, patch); absent keys keep their defaults.
+    ``variation_groups`` are the names the systematic variations go by (the groups, or every
+    movable feature when there are none)."""
+    spec = _mapping(value, where, _PYHF_KEYS, "a mapping such as {bins: 10, normsys: true}")
+    given: dict[str, object] = {}
+    if spec.get("bins") is not None:
+        given["bins"] = parse_bins(spec["bins"], where.at(spec, "bins"))
+    if spec.get("range") is not None:
+        given["range"] = _range(spec["range"], where.at(spec, "range"))
+    for key in ("channel", "poi"):
+        if spec.get(key) is not None:
+            given[key] = _string(spec[key], where.at(spec, key))
+    if spec.get("samples") is not None:
+        given["samples"] = _samples(spec["samples"], where.at(spec, "samples"), classes)
+    if spec.get("variations") is not None:
+        at = where.at(spec, "variations")
+        names = tuple(_choice(v, a, _VARIATIONS) for v, a in _items(spec["variations"], at))
+        if not names or len(set(names)) != len(names):
+            raise at.error(f"got {_show(spec['variations'])}", "each of systematic, hidden once")
+        given["variations"] = names
+    if spec.get("epsilon") is not None:
+        at = where.at(spec, "epsilon")
+        given["epsilon"] = _number(spec["epsilon"], at)
+        if given["epsilon"] <= 0:  # type: ignore[operator]
+            raise at.error(f"got {spec['epsilon']}", "epsilon (sigmas) must be > 0")
+    if spec.get("steps") is not None:
+        raw = spec["steps"]
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            raise where.at(spec, "steps").error(f"got {_show(raw)}", "expected a whole number >= 1")
+        given["steps"] = raw
+    if spec.get("normsys") is not None:
+        given["normsys"] = _bool(spec["normsys"], where.at(spec, "normsys"))
+    if spec.get("symmetrize") is not None:
+        at = where.at(spec, "symmetrize")
+        known = ["hidden", *variation_groups]
+        given["symmetrize"] = tuple(_choice(v, a, known) for v, a in _items(spec["symmetrize"], at))
+    if spec.get("observations") is not None:
+        at = where.at(spec, "observations")
+        counts = spec["observations"]
+        if not isinstance(counts, list) or not counts:
+            raise at.error(f"got {_show(counts)}", "expected a list of bin counts")
+        given["observations"] = tuple(_number(v, a, 0.0, "a count") for v, a in _items(counts, at))
+    samples = given.get("samples") or ()
+    if spec.get("patch") is not None:
+        names = [n for n, _ in samples] if samples else list(classes or ())
+        given["patch"] = _patch(spec["patch"], where.at(spec, "patch"), folder, names)
+    return replace(PyhfSpec(), **given)  # type: ignore[arg-type]
+
+
+def parse_bins(value: object, where: _Where | None = None) -> int | tuple[float, ...]:
+    """``bins``: a whole number of equal bins >= 1, or a list of at least two strictly
+    increasing edges. ``where`` None: the value comes from ``--hepguard-bins`` (a string such
+    as ``20`` or ``0,0.5,0.8,1``)."""
+    at = where or _Where("--hepguard-bins", "", 0)
+    if where is None and isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        try:
+            value = int(parts[0]) if len(parts) == 1 else [float(p) for p in parts]
+        except ValueError:
+            raise UncertaintyFileError(
+                f"--hepguard-bins {value!r}: expected a number of bins (20) or comma-separated "
+                "edges (0,0.5,0.8,1)"
+            ) from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise _bins_error(at, where, f"got {value}", "a number of bins must be >= 1")
+        return value
+    if not isinstance(value, list) or len(value) < 2:
+        raise _bins_error(
+            at, where, f"got {_show(value)}", "expected a number of bins or a list of >= 2 edges"
+        )
+    edges = [
+        (float(v) if where is None else _number(v, a))  # type: ignore[arg-type]
+        for v, a in _items(value, at)
+    ]
+    if any(not math.isfinite(e) for e in edges) or any(
+        b <= a for a, b in itertools.pairwise(edges)
+    ):
+        raise _bins_error(at, where, f"got {edges}", "edges must be finite and increase strictly")
+    return tuple(edges)
+
+
+def _bins_error(at: _Where, where: _Where | None, what: str, expected: str) -> Exception:
+    if where is None:
+        return UncertaintyFileError(f"--hepguard-bins: {what}; {expected}")
+    return at.error(what, expected)
+
+
+def _range(value: object, where: _Where) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise where.error(f"got {_show(value)}", "expected [low, high]")
+    low, high = (_number(v, a) for v, a in _items(value, where))
+    if high <= low:
+        raise where.error(f"got [{low:g}, {high:g}]", "expected low < high")
+    return low, high
+
+
+def _samples(
+    value: object, where: _Where, classes: tuple[str, ...] | None
+) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Sample name -> its classes; a class in two samples is an error."""
+    expected = "a mapping of sample name -> class or list of classes, e.g. {signal: [b]}"
+    mapping = _mapping(value, where, None, expected)
+    if not mapping:
+        raise where.error("empty", f"expected {expected}")
+    out: list[tuple[str, tuple[int, ...]]] = []
+    seen: dict[int, str] = {}
+    for name, raw, at in _named(mapping, where, "sample"):
+        indices = _class_indices(raw, at, classes)
+        for i in indices:
+            if i in seen:
+                raise at.error(
+                    f"class {_class_label(i, classes)} is already in sample {seen[i]!r}",
+                    "each class in at most one sample",
+                )
+            seen[i] = name
+        out.append((name, indices))
+    return tuple(out)
+
+
+def _patch(value: object, where: _Where, folder: Path | None, samples: list[str]) -> PatchSpec:
+    spec = _mapping(
+        value, where, _PATCH_KEYS, "{workspace: ws.json, channel: SR, samples: {b: ttH}}"
+    )
+    for key in _PATCH_KEYS:
+        if spec.get(key) is None:
+            raise where.error(f"'{key}' missing", "a patch needs workspace, channel and samples")
+    at = where.at(spec, "samples")
+    mapping = _mapping(spec["samples"], at, None, "hepguard sample -> workspace sample")
+    pairs = []
+    for name, target, place in _named(mapping, at, "sample"):
+        if samples and name not in samples:
+            raise place.error(
+                f"{name!r} is not a hepguard sample",
+                f"one of {', '.join(samples)}{_did_you_mean(name, samples)}",
+            )
+        pairs.append((name, _string(target, place)))
+    if not pairs:
+        raise at.error("empty", "map at least one hepguard sample to a workspace sample")
+    return PatchSpec(
+        workspace=_path(spec["workspace"], where.at(spec, "workspace"), folder),
+        channel=_string(spec["channel"], where.at(spec, "channel")),
+        samples=tuple(pairs),
+    )

@@ -97,10 +97,12 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
         Param("ks_max", "floats", (0.005, 0.01, 0.02), "KS statistic limits of the hidden attack"),
         Param("steps", "int", 20, "gradient steps of the hidden attack and of PGD"),
     ),
+    # its variations, binning and samples are those of the uncertainty file's pyhf: section
+    "pyhf_impact": (),
 }
 
 #: Checks made of other checks, run by the auditor itself rather than by an attack class.
-COMPOSITE = ("systematic", "scan")
+COMPOSITE = ("systematic", "scan", "pyhf_impact")
 
 _CLASSES: dict[str, tuple[str, str]] = {
     "random": ("pytest_hepguard.attacks.random_noise", "RandomNoise"),

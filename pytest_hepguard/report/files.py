@@ -44,6 +44,7 @@ def check_report_path(
     option: str,
     inputs: dict[str, Path | None] | None = None,
     force: bool = False,
+    is_own: Callable[[Path], bool] = is_own_report,
 ) -> None:
     """Refuse an output path that would lose something of the user's.
 
@@ -52,6 +53,8 @@ def check_report_path(
         option: how the user named it (``--hepguard-json``), the start of every message.
         inputs: the run's input files by role (model, data, uncertainties): never overwritten.
         force: overwrite an existing file that is not a hepguard report (``--hepguard-force``).
+        is_own: tells a file hepguard wrote (default: the report marker); outputs whose format
+            has no room for the marker (pyhf workspaces) recognise themselves by their content.
 
     Raises:
         ReportPathError: the folder does not exist; the path is a folder; it is one of the
@@ -69,7 +72,7 @@ def check_report_path(
             raise ReportPathError(
                 f"{option} {target}: is the {role} file; hepguard never writes over its inputs"
             )
-    if target.exists() and not force and not is_own_report(target):
+    if target.exists() and not force and not is_own(target):
         raise ReportPathError(
             f"{option} {target}: the file exists and is not a hepguard report; hepguard does not "
             "overwrite it (remove it, choose another path, or add --hepguard-force)"
