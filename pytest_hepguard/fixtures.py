@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from pytest_hepguard.uncertainties import GateSpec, UncertaintyModel
 
 
+class HepguardTemplateWarning(UserWarning):
+    """A lint finding about the pyhf templates (same-way up/down, a large normalisation effect,
+    clipped bins): the workspace is written, but look at it."""
+
+
 def _state(config: pytest.Config) -> State:
     state = config.stash[STATE_KEY]
     if not state.settings.active:

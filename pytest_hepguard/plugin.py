@@ -103,6 +103,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="file format of --hepguard-save-perturbed (default npz)",
     )
     group.addoption(
+        "--hepguard-bins",
+        metavar="N|EDGES",
+        help="binning of the pyhf templates' discriminant: a number of equal bins over [0, 1] "
+        "or comma-separated edges (0,0.5,0.8,1); overrides pyhf.bins of the uncertainty file",
+    )
+    group.addoption(
+        "--hepguard-pyhf",
+        metavar="PATH",
+        help="write a complete pyhf workspace (nominal templates, mu, staterror and the "
+        "hepguard nuisance parameters) to PATH",
+    )
+    group.addoption(
+        "--hepguard-pyhf-patch",
+        metavar="PATH",
+        help="write a JSON patch (RFC 6902) that adds the hepguard nuisance parameters to the "
+        "workspace of pyhf.patch in the uncertainty file",
+    )
+    group.addoption(
         "--hepguard-force",
         action="store_true",
         help="overwrite existing output files that hepguard did not write (never input files)",
@@ -143,7 +161,10 @@ def _gate_function(gate: Any) -> Callable[..., None]:
     def hepguard_gate(hepguard: fixtures.Hepguard) -> None:
         from pytest_hepguard.report.terminal import failure_message
 
-        result = hepguard.gate(gate)
+        try:
+            result = hepguard.gate(gate)
+        except HepguardError as exc:
+            pytest.fail(f"hepguard: {exc}", pytrace=False)
         if not result.passed:
             pytest.fail(failure_message(result.to_dict()), pytrace=False)
 
@@ -157,12 +178,43 @@ class GateItem(pytest.Function):
         return self.path, None, f"hepguard gate {self.name}"
 
 
+def _pyhf_function(state: Any) -> Callable[..., None]:
+    def hepguard_pyhf(hepguard_auditor: Any) -> None:
+        import warnings
+
+        from pytest_hepguard.variations import write_pyhf
+
+        settings = state.settings
+        try:
+            written = write_pyhf(
+                hepguard_auditor,
+                settings.pyhf,
+                settings.pyhf_patch,
+                inputs=settings.input_files(state.uncertainties),
+                force=settings.force,
+            )
+        except HepguardError as exc:
+            pytest.fail(f"hepguard: {exc}", pytrace=False)
+        state.written.extend(written)
+        for note in hepguard_auditor.templates()[0].warnings:
+            warnings.warn(fixtures.HepguardTemplateWarning(note), stacklevel=1)
+
+    return hepguard_pyhf
+
+
 class GateFile(pytest.File):
-    """The uncertainty file as a collector: one test item per entry of its ``gates:``."""
+    """The uncertainty file as a collector: one test item per entry of its ``gates:``, and
+    ``pyhf_export`` when ``--hepguard-pyhf`` or ``--hepguard-pyhf-patch`` is given."""
 
     def collect(self) -> list[pytest.Item]:
-        gates = self.config.stash[STATE_KEY].uncertainties.gates  # type: ignore[union-attr]
-        return [GateItem.from_parent(self, name=g.name, callobj=_gate_function(g)) for g in gates]
+        state = self.config.stash[STATE_KEY]
+        gates = state.uncertainties.gates  # type: ignore[union-attr]
+        items = [GateItem.from_parent(self, name=g.name, callobj=_gate_function(g)) for g in gates]
+        if state.settings.pyhf or state.settings.pyhf_patch:
+            items.append(
+                GateItem.from_parent(self, name="pyhf_export", callobj=_pyhf_function(state))
+            )
+        return items
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -4,7 +4,7 @@ check results gathered from test reports. Torch-free: the plugin builds this at 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from pytest_hepguard.exceptions import HepguardError, ReportPathError
 from pytest_hepguard.preprocess import complete_uncertainties
 from pytest_hepguard.report.files import check_report_path
-from pytest_hepguard.uncertainties import UncertaintyModel, load_uncertainties
+from pytest_hepguard.uncertainties import UncertaintyModel, load_uncertainties, parse_bins
 
 #: The user_properties key under which a check's numbers travel from item to report.
 RESULT_PROPERTY = "hepguard_result"
@@ -41,6 +41,9 @@ class Settings:
     gradient_free: bool = False
     save_perturbed: Path | None = None
     perturbed_format: str = "npz"
+    bins: str | None = None
+    pyhf: Path | None = None
+    pyhf_patch: Path | None = None
 
     @property
     def active(self) -> bool:
@@ -85,6 +88,9 @@ class Settings:
             gradient_free=config.getoption("hepguard_gradient_free"),
             save_perturbed=path("hepguard_save_perturbed"),
             perturbed_format=config.getoption("hepguard_perturbed_format"),
+            bins=config.getoption("hepguard_bins"),
+            pyhf=path("hepguard_pyhf"),
+            pyhf_patch=path("hepguard_pyhf_patch"),
         )
 
     def outputs(self) -> dict[str, Path]:
@@ -105,7 +111,10 @@ class Settings:
         """The files the audit reads, by role."""
         model = Path(self.model) if self.model and Path(self.model).exists() else None
         data = self.data_path(uncertainties) if uncertainties else self.data
-        return {"model": model, "data": data, "uncertainties": self.uncertainties}
+        files = {"model": model, "data": data, "uncertainties": self.uncertainties}
+        if uncertainties is not None and uncertainties.pyhf.patch is not None:
+            files["pyhf workspace"] = uncertainties.pyhf.patch.workspace
+        return files
 
 
 @dataclass
@@ -139,6 +148,13 @@ def build_state(config: pytest.Config) -> State:
             asked.append("--hepguard-save-perturbed")
         if settings.compare:
             asked.append("--hepguard-compare")
+        for option, given in (
+            ("--hepguard-pyhf", settings.pyhf),
+            ("--hepguard-pyhf-patch", settings.pyhf_patch),
+            ("--hepguard-bins", settings.bins),
+        ):
+            if given:
+                asked.append(option)
         if asked:
             raise HepguardError(f"{asked[0]} needs --hepguard-uncertainties")
         return state
@@ -146,9 +162,15 @@ def build_state(config: pytest.Config) -> State:
         load_uncertainties(settings.uncertainties),  # type: ignore[arg-type]
         settings.model,
     )
+    if settings.bins:
+        bins = parse_bins(settings.bins)
+        unc = state.uncertainties
+        state.uncertainties = replace(unc, pyhf=replace(unc.pyhf, bins=bins))
     inputs = settings.input_files(state.uncertainties)
     for option, target in settings.outputs().items():
         check_report_path(target, option, inputs, settings.force)
+    if settings.pyhf or settings.pyhf_patch:
+        _check_pyhf_outputs(settings, state.uncertainties, inputs)
     for option, folder in (
         ("--hepguard-plots", settings.plots),
         ("--hepguard-save-perturbed", settings.save_perturbed),
@@ -167,3 +189,32 @@ def build_state(config: pytest.Config) -> State:
             parse_compare_fail(settings.compare_fail) if settings.compare_fail else []
         )
     return state
+
+
+def _check_pyhf_outputs(
+    settings: Settings, uncertainties: UncertaintyModel, inputs: dict[str, Path | None]
+) -> None:
+    """Refuse pyhf output paths that would lose a user's file, and a patch without a readable,
+    schema-valid user workspace, before any attack runs."""
+    from pytest_hepguard.pyhf_export import is_own_patch, is_own_workspace, load_workspace
+
+    if settings.pyhf is not None:
+        check_report_path(
+            settings.pyhf, "--hepguard-pyhf", inputs, settings.force, is_own=is_own_workspace
+        )
+    if settings.pyhf_patch is not None:
+        patch = uncertainties.pyhf.patch
+        if patch is None:
+            raise HepguardError(
+                f"--hepguard-pyhf-patch needs a pyhf.patch section in {uncertainties.source} "
+                "(workspace: the analysis workspace JSON, channel: its channel, samples: hepguard "
+                "sample -> workspace sample)"
+            )
+        check_report_path(
+            settings.pyhf_patch,
+            "--hepguard-pyhf-patch",
+            inputs,
+            settings.force,
+            is_own=is_own_patch,
+        )
+        load_workspace(patch.workspace)

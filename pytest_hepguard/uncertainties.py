@@ -1059,18 +1059,19 @@ def _gates(value: object, where: _Where) -> tuple[GateSpec, ...]:
 def _gate(name: str, value: object, where: _Where) -> GateSpec:
     spec = _Mapping(where.line) if value is None else _mapping(value, where)
     attack = _gate_attack(name, spec, where)
-    _check_keys(spec, where, {"attack", *GATE_LIMITS, *(p.name for p in PARAMETERS[attack])})
-    limits = {
-        key: _number(spec[key], where.at(spec, key), 0.0, "a limit")
-        for key in GATE_LIMITS
-        if spec.get(key) is not None
-    }
     for key, only in _LIMIT_OF_ATTACK.items():
-        if key in limits and attack != only:
+        if spec.get(key) is not None and attack != only:
             raise where.at(spec, key).error(
                 f"{key} is a limit of the {only} check, not of {attack}",
                 f"put it in a gate that runs attack {only}",
             )
+    own = [k for k in GATE_LIMITS if _LIMIT_OF_ATTACK.get(k, attack) == attack]
+    _check_keys(spec, where, {"attack", *own, *(p.name for p in PARAMETERS[attack])})
+    limits = {
+        key: _number(spec[key], where.at(spec, key), 0.0, "a limit")
+        for key in own
+        if spec.get(key) is not None
+    }
     given = {k: v for k, v in spec.items() if k != "attack" and k not in GATE_LIMITS}
     for key, param in given.items():
         _attack_params(attack, {key: param}, where.at(spec, key))  # the line of a bad parameter

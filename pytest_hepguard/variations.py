@@ -14,6 +14,7 @@ import math
 import re
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -165,3 +166,50 @@ def impact_check(auditor: Auditor) -> CheckResult:
             }
         },
     )
+
+
+def write_pyhf(
+    auditor: Auditor,
+    workspace: Path | None,
+    patch: Path | None,
+    *,
+    inputs: dict[str, Path | None],
+    force: bool,
+) -> list[tuple[str, Path]]:
+    """Write the templates of the ``pyhf:`` section as a complete workspace (``--hepguard-pyhf``)
+    and/or as a JSON patch for the user's workspace of ``pyhf.patch`` (``--hepguard-pyhf-patch``).
+    Returns (option, path) of each file written."""
+    from pytest_hepguard.pyhf_export import (
+        load_workspace,
+        workspace_patch,
+        workspace_spec,
+        write_patch,
+        write_workspace,
+    )
+
+    spec = auditor.uncertainties.pyhf
+    templates, _ = auditor.templates()
+    written = []
+    if workspace is not None:
+        full = workspace_spec(
+            templates, channel=spec.channel, poi=spec.poi, observations=spec.observations
+        )
+        write_workspace(workspace, full, inputs=inputs, force=force)
+        written.append(("--hepguard-pyhf", workspace))
+    if patch is not None:
+        if spec.patch is None:
+            raise PyhfError(
+                "--hepguard-pyhf-patch needs pyhf.patch in the uncertainty file (workspace, "
+                "channel, samples)"
+            )
+        target = spec.patch
+        ops = workspace_patch(
+            templates,
+            load_workspace(target.workspace),
+            channel=target.channel,
+            samples=dict(target.samples),
+            source=str(target.workspace),
+        )
+        write_patch(patch, ops, inputs=inputs, force=force)
+        written.append(("--hepguard-pyhf-patch", patch))
+    return written

@@ -263,7 +263,7 @@ BAD = {
         "gate",
         [
             "allowed keys: constraints, correlations, data, decision, features, gates, groups, "
-            "inputs, version",
+            "inputs, pyhf, version",
             "did you mean 'gates'?",
         ],
     ),
@@ -406,7 +406,7 @@ BAD = {
         "gates.pgd_big.attack",
         [
             "unknown attack 'pgdd'",
-            "known attacks: fgsm, hidden, pgd, radius, random, scan, systematic, worst",
+            "known attacks: fgsm, hidden, pgd, pyhf_impact, radius, random, scan, systematic, worst",
             "did you mean 'pgd'?",
         ],
     ),
