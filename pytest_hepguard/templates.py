@@ -28,6 +28,9 @@ from pytest_hepguard.exceptions import PyhfError
 #: A normalisation effect beyond this fraction is linted (the CombineHarvester convention).
 LARGE_NORMALISATION = 0.10
 
+#: The smallest normsys factor written: pyhf interpolates normsys in its logarithm (code4).
+MIN_NORMSYS = 1e-3
+
 #: Relative size below which a bin's change counts as no change (float noise of the histograms).
 _TINY = 1e-9
 
@@ -227,16 +230,25 @@ def _split(
             f"{name} on {sample.name}: the nominal yield is {total:g}, so the variation cannot be "
             "expressed as a normalisation factor; no modifier written for this sample"
         ]
-    norm: tuple[float, float] | None = (float(up.sum()) / total, float(down.sum()) / total)
-    if max(abs(f - 1.0) for f in norm) <= _TINY:  # type: ignore[union-attr]
+    notes = []
+    factors = [float(up.sum()) / total, float(down.sum()) / total]
+    for i, side in enumerate(("up", "down")):
+        if factors[i] < MIN_NORMSYS:
+            notes.append(
+                f"{name} on {sample.name}: the {side} yield ratio {factors[i]:.3g} is floored at "
+                f"{MIN_NORMSYS:g} (pyhf's normsys interpolation takes its logarithm)"
+            )
+            factors[i] = MIN_NORMSYS
+    norm: tuple[float, float] | None = (factors[0], factors[1])
+    if max(abs(f - 1.0) for f in factors) <= _TINY:
         norm = None  # no normalisation effect: a normsys of 1/1 would be a no-op
     if one_bin:
-        return (None if norm is None else ModifierTemplate(name, sample.name, norm, None)), []
+        return (None if norm is None else ModifierTemplate(name, sample.name, norm, None)), notes
     shape = tuple(
         hist * (total / hist.sum()) if hist.sum() > 0 else sample.nominal.copy()
         for hist in (up, down)
     )
-    return ModifierTemplate(name, sample.name, norm, shape), []  # type: ignore[arg-type]
+    return ModifierTemplate(name, sample.name, norm, shape), notes  # type: ignore[arg-type]
 
 
 def build_templates(

@@ -28,7 +28,7 @@ from pytest_hepguard.templates import (
     build_templates,
     histogram,
 )
-from pytest_hepguard.uncertainties import PyhfSpec
+from pytest_hepguard.uncertainties import PatchSpec, PyhfSpec
 
 if TYPE_CHECKING:
     from pytest_hepguard.audit import Auditor, CheckResult
@@ -123,20 +123,19 @@ def nuisance_templates(
 
 
 def impact_check(auditor: Auditor) -> CheckResult:
-    """The ``pyhf_impact`` check: the workspace of the ``pyhf:`` section fitted with and without
-    the hepguard nuisance parameters. Its ``mu_uncertainty_increase`` is the relative growth of
-    the POI's uncertainty; its common numbers (fooling rate, output shift, ...) are those of
-    the variation side with the largest impact on the POI; ``details.pyhf`` holds the fits,
-    every parameter's pull, constraint and impact, and the templates."""
+    """The ``pyhf_impact`` check: a workspace fitted with and without the hepguard nuisance
+    parameters: the analysis's own workspace with the patch applied when ``pyhf.patch`` is
+    given (the number that matters for the analysis), else the workspace hepguard builds from
+    the templates alone. Its ``mu_uncertainty_increase`` is the relative growth of the POI's
+    uncertainty; its common numbers (fooling rate, output shift, ...) are those of the
+    variation side with the largest impact on the POI; ``details.pyhf`` holds the fits, every
+    parameter's pull, constraint and impact, and the templates."""
     from pytest_hepguard.impact import fit_impact
-    from pytest_hepguard.pyhf_export import workspace_spec
 
     spec = auditor.uncertainties.pyhf
     t0 = time.perf_counter()
     templates, sides = auditor.templates()
-    workspace = workspace_spec(
-        templates, channel=spec.channel, poi=spec.poi, observations=spec.observations
-    )
+    workspace, fitted = _impact_workspace(templates, spec)
     impact = fit_impact(workspace, templates.names)
     largest = max(
         (
@@ -161,11 +160,42 @@ def impact_check(auditor: Auditor) -> CheckResult:
         details={
             "pyhf": {
                 **impact.to_dict(),
+                "workspace": fitted,
                 "largest_impact": f"{key[0]} {key[1]}",
                 "templates": templates.to_dict(),
             }
         },
     )
+
+
+def _impact_workspace(templates: Templates, spec: PyhfSpec) -> tuple[dict, str]:
+    """The workspace the impact is fitted on, with hepguard's modifiers, and what it is."""
+    from pytest_hepguard.pyhf_export import workspace_spec
+
+    if spec.patch is None:
+        built = workspace_spec(
+            templates, channel=spec.channel, poi=spec.poi, observations=spec.observations
+        )
+        return built, "hepguard (built from the templates)"
+    import jsonpatch
+
+    analysis, ops = _analysis_patch(templates, spec.patch)
+    return jsonpatch.apply_patch(analysis, ops), f"{spec.patch.workspace} with the patch"
+
+
+def _analysis_patch(templates: Templates, target: PatchSpec) -> tuple[dict, list[dict]]:
+    """The analysis workspace of ``pyhf.patch`` and the patch adding hepguard's modifiers."""
+    from pytest_hepguard.pyhf_export import load_workspace, workspace_patch
+
+    analysis = load_workspace(target.workspace)
+    ops = workspace_patch(
+        templates,
+        analysis,
+        channel=target.channel,
+        samples=dict(target.samples),
+        source=str(target.workspace),
+    )
+    return analysis, ops
 
 
 def write_pyhf(
@@ -179,13 +209,7 @@ def write_pyhf(
     """Write the templates of the ``pyhf:`` section as a complete workspace (``--hepguard-pyhf``)
     and/or as a JSON patch for the user's workspace of ``pyhf.patch`` (``--hepguard-pyhf-patch``).
     Returns (option, path) of each file written."""
-    from pytest_hepguard.pyhf_export import (
-        load_workspace,
-        workspace_patch,
-        workspace_spec,
-        write_patch,
-        write_workspace,
-    )
+    from pytest_hepguard.pyhf_export import workspace_spec, write_patch, write_workspace
 
     spec = auditor.uncertainties.pyhf
     templates, _ = auditor.templates()
@@ -202,14 +226,6 @@ def write_pyhf(
                 "--hepguard-pyhf-patch needs pyhf.patch in the uncertainty file (workspace, "
                 "channel, samples)"
             )
-        target = spec.patch
-        ops = workspace_patch(
-            templates,
-            load_workspace(target.workspace),
-            channel=target.channel,
-            samples=dict(target.samples),
-            source=str(target.workspace),
-        )
-        write_patch(patch, ops, inputs=inputs, force=force)
+        write_patch(patch, _analysis_patch(templates, spec.patch)[1], inputs=inputs, force=force)
         written.append(("--hepguard-pyhf-patch", patch))
     return written
