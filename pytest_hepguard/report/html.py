@@ -287,9 +287,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<div class='wide'><table><tr>{head}</tr>{body}</table></div>"
 
 
+def _num4(value: float) -> str:
+    return _num(value, ".4g")
+
+
 def _details(entry: dict[str, Any]) -> str:
     """The attack's own numbers (docs/report.md, ``details``): the hidden attack's certificate,
-    the systematic variations, the worst-case cascade, the radius quantiles, the scan."""
+    the systematic variations, the worst-case cascade, the radius quantiles, the scan, the pyhf
+    fits."""
     d = entry.get("details") or {}
     out = ""
     cert = d.get("certificate")
@@ -341,6 +346,35 @@ def _details(entry: dict[str, Any]) -> str:
             [
                 (name, g["q16"], g["median"], g["q84"], g["median_flipped"], g["not_flipped"])
                 for name, g in radius["groups"].items()
+            ],
+        )
+    fit = d.get("pyhf")
+    if fit:
+        poi = fit["poi"]
+        out += (
+            f"<h3>pyhf fit of {esc(fit['workspace'])}</h3><p>σ({esc(poi)}) "
+            f"{esc(_num(fit['mu_err_without'], '.4g'))} without the hepguard nuisance parameters, "
+            f"{esc(_num(fit['mu_err'], '.4g'))} with them: "
+            f"{esc(_num(100 * fit['increase'], '+.1f'))} %</p>"
+        )
+        out += _table(
+            ("parameter", "pull", "post-fit σ", f"Δ{poi} at +σ", f"Δ{poi} at −σ"),
+            [
+                (p["name"], p["pull"], p["constraint"], p["impact_up"], p["impact_down"])
+                for p in fit["parameters"]
+            ],
+        )
+        out += "<h3>templates: yields up / down over nominal</h3>" + _table(
+            ("variation", "sample", "up", "down", "normsys hi / lo"),
+            [
+                (
+                    v["name"],
+                    v["sample"],
+                    v["up_yield_ratio"],
+                    v["down_yield_ratio"],
+                    "none" if v["normsys"] is None else " / ".join(map(_num4, v["normsys"])),
+                )
+                for v in fit["templates"]["variations"]
             ],
         )
     if d.get("scan"):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_hepguard.report.files import REPORT_MARKER, check_report_path, write_atomic
-from pytest_hepguard.report.terminal import _auc, _num, _rate, hidden_lines
+from pytest_hepguard.report.terminal import _auc, _num, _rate, hidden_lines, pyhf_lines
 
 if TYPE_CHECKING:
     from pytest_hepguard.report.baseline import Comparison
@@ -238,7 +238,7 @@ def render_markdown(report: dict[str, Any], comparison: Comparison | None = None
         "",
         *_checks(report),
         "",
-        *[md_escape(line) + "\n" for line in hidden_lines(checks)],
+        *[md_escape(line) + "\n" for line in hidden_lines(checks) + pyhf_lines(checks)],
         *_gates(report),
         *_messages(report),
     ]

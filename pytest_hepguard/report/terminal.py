@@ -49,7 +49,7 @@ def summary_lines(entries: Sequence[dict[str, object]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines += hidden_lines(entries)
+    lines += hidden_lines(entries) + pyhf_lines(entries)
     assumed = entries[0].get("assumptions") if entries else None
     if assumed:
         lines.append(f"assumed: {'; '.join(assumed)}")  # type: ignore[arg-type]
@@ -69,6 +69,7 @@ def failure_message(entry: dict[str, object]) -> str:
         f"{_rate(entry, 'random_fooling_rate')}; AUC {_auc(entry)}; output KS "
         f"{_num(entry.get('output_ks'))}"
     )
+    lines += [f"  {line}" for line in pyhf_lines([entry])]
     return "\n".join(lines)
 
 
@@ -106,3 +107,30 @@ def hidden_lines(entries: Sequence[dict[str, object]]) -> list[str]:
         f"{ratio:.1f}x the ±1σ group shifts of '{syst['name']}' ({syst['fooling_rate']:.4f}, "
         f"worst: {syst['details']['worst_variation']})"  # type: ignore[index]
     ]
+
+
+def pyhf_lines(entries: Sequence[dict[str, object]]) -> list[str]:
+    """The summary's line per ``pyhf_impact`` check: the POI's uncertainty without and with the
+    hepguard nuisance parameters, and the parameter that moves it most."""
+    lines = []
+    for entry in entries:
+        fit = (entry.get("details") or {}).get("pyhf")  # type: ignore[union-attr]
+        if entry.get("attack") != "pyhf_impact" or not fit:
+            continue
+        params = sorted(
+            fit["parameters"],
+            key=lambda p: -max(abs(p["impact_up"]), abs(p["impact_down"])),
+        )
+        top = params[0] if params else None
+        impact = (
+            f"; largest impact {top['name']} (Δ{fit['poi']} {top['impact_up']:+.3g} / "
+            f"{top['impact_down']:+.3g})"
+            if top
+            else ""
+        )
+        lines.append(
+            f"pyhf: σ({fit['poi']}) {fit['mu_err_without']:.4g} → {fit['mu_err']:.4g} "
+            f"({fit['increase']:+.1%}) with the {len(params)} hepguard nuisance parameters, on "
+            f"{fit['workspace']}{impact}"
+        )
+    return lines
