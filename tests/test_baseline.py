@@ -192,6 +192,7 @@ def test_allowed_metrics() -> None:
         "auc_drop",
         "output_ks",
         "output_wasserstein",
+        "mu_uncertainty_increase",
         "mean_shift",
         "efficiency_change",
         "auc_perturbed",
@@ -625,3 +626,19 @@ def test_docs_ci_examples() -> None:
     assert len(specs) >= 3
     for spec in specs:
         parse_compare_fail(spec)
+
+
+def test_mu_uncertainty_increase_rows_only_for_pyhf_impact_checks() -> None:
+    base = make_report(
+        make_check("pgd"),
+        make_check("pyhf_impact", "pyhf_impact", params={}, mu_uncertainty_increase=0.10),
+    )
+    now = make_report(
+        make_check("pgd"),
+        make_check("pyhf_impact", "pyhf_impact", params={}, mu_uncertainty_increase=0.16),
+    )
+    result = compare(base, now, parse_compare_fail("mu_uncertainty_increase:0.05"))
+    (only,) = result.rows
+    assert (only.check, only.metric) == ("pyhf_impact", "mu_uncertainty_increase")
+    assert only.status == REGRESSED
+    assert result.regressions[0].startswith("pyhf_impact: mu_uncertainty_increase rose")

@@ -29,7 +29,10 @@ HIGHER_IS_WORSE = (
     "auc_drop",
     "output_ks",
     "output_wasserstein",
+    "mu_uncertainty_increase",
 )
+#: Metrics that only some checks have (``pyhf_impact``): no row for the others.
+ONE_CHECK_METRICS = ("mu_uncertainty_increase",)
 #: Signed metrics compared in absolute value: a larger ``|value|`` is worse.
 ABS_IS_WORSE = ("mean_shift", "efficiency_change")
 #: Metrics where a lower value is worse.
@@ -397,7 +400,10 @@ def compare(
             events_differ.append(f"{label}: {old.get('n_events')} → {new.get('n_events')}")
         for metric in metrics:
             t = by_metric.get(metric)
-            row = _row(label, metric, _number(old, metric), _number(new, metric), t)
+            values = _number(old, metric), _number(new, metric)
+            if metric in ONE_CHECK_METRICS and values == (None, None):
+                continue
+            row = _row(label, metric, *values, t)
             comparison.rows.append(row)
             if row.regressed and t is not None:
                 comparison.regressions.append(_regression_sentence(row, t))
