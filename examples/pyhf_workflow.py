@@ -81,7 +81,7 @@ def main(out: Path) -> None:
         analysis,
         channel=spec.patch.channel,
         samples=dict(spec.patch.samples),
-        source=str(spec.patch.workspace),
+        source=f"pyhf workspace {spec.patch.workspace}",
     )
     patched = fit_impact(jsonpatch.apply_patch(analysis, patch), templates.names)
     for label, impact in (("hepguard workspace", alone), ("analysis workspace", patched)):

@@ -164,9 +164,11 @@ def _gate_function(gate: Any) -> Callable[..., None]:
         try:
             result = hepguard.gate(gate)
         except HepguardError as exc:
-            pytest.fail(f"hepguard: {exc}", pytrace=False)
-        if not result.passed:
-            pytest.fail(failure_message(result.to_dict()), pytrace=False)
+            error = f"hepguard: {exc}"
+        else:
+            error = None if result.passed else failure_message(result.to_dict())
+        if error is not None:
+            pytest.fail(error, pytrace=False)
 
     return hepguard_gate
 
@@ -194,7 +196,11 @@ def _pyhf_function(state: Any) -> Callable[..., None]:
                 force=settings.force,
             )
         except HepguardError as exc:
-            pytest.fail(f"hepguard: {exc}", pytrace=False)
+            error = f"hepguard: {exc}"
+        else:
+            error = None
+        if error is not None:
+            pytest.fail(error, pytrace=False)
         state.written.extend(written)
         for note in hepguard_auditor.templates()[0].warnings:
             warnings.warn(fixtures.HepguardTemplateWarning(note), stacklevel=1)

@@ -299,6 +299,50 @@ def _relative(ws_nominal: np.ndarray, varied: np.ndarray, nominal: np.ndarray) -
     return np.where(nominal > 0, ws_nominal * varied / safe, ws_nominal)
 
 
+def locate_samples(
+    workspace: dict, *, channel: str, samples: Mapping[str, str], n_bins: int, source: str
+) -> tuple[int, dict[str, int]]:
+    """Where the mapped samples sit in a (schema-valid) user workspace: the channel's index and
+    hepguard sample name -> the index of its workspace sample in that channel.
+
+    Raises:
+        PyhfError: the channel is not in the workspace (its channels are listed); a mapped sample
+            is not in the channel (its samples are listed); two hepguard samples map to one
+            workspace sample; a mapped sample's bin count is not ``n_bins``.
+    """
+    channels = [c["name"] for c in workspace["channels"]]
+    if channel not in channels:
+        raise PyhfError(
+            f"{source}: no channel {channel!r}; its channels are {', '.join(map(repr, channels))}"
+        )
+    ci = channels.index(channel)
+    ws_samples = workspace["channels"][ci]["samples"]
+    ws_names = [s["name"] for s in ws_samples]
+    missing = [v for v in samples.values() if v not in ws_names]
+    if missing:
+        raise PyhfError(
+            f"{source}: channel {channel!r} has no sample {', '.join(map(repr, missing))}; its "
+            f"samples are {', '.join(map(repr, ws_names))}"
+        )
+    targets = list(samples.values())
+    doubled = sorted({v for v in targets if targets.count(v) > 1})
+    if doubled:
+        raise PyhfError(
+            f"{source}: several hepguard samples map to {', '.join(map(repr, doubled))} in "
+            f"channel {channel!r}; map each workspace sample from one hepguard sample"
+        )
+    index = {name: ws_names.index(ws_name) for name, ws_name in samples.items()}
+    for name, si in index.items():
+        n_ws = len(ws_samples[si]["data"])
+        if n_ws != n_bins:
+            raise PyhfError(
+                f"{source}: sample {ws_names[si]!r} of channel {channel!r} has {n_ws} bins, "
+                f"hepguard's templates (sample {name!r}) have {n_bins}; use the binning of the "
+                "analysis channel for the templates"
+            )
+    return ci, index
+
+
 def workspace_patch(
     templates: Templates,
     workspace: dict,
@@ -344,14 +388,6 @@ def workspace_patch(
     import jsonpatch
 
     check_workspace(workspace, source)
-    channels = [c["name"] for c in workspace["channels"]]
-    if channel not in channels:
-        raise PyhfError(
-            f"{source}: no channel {channel!r}; its channels are {', '.join(map(repr, channels))}"
-        )
-    ci = channels.index(channel)
-    ws_samples = workspace["channels"][ci]["samples"]
-    ws_names = [s["name"] for s in ws_samples]
     hepguard = {s.name: s for s in templates.samples}
     unknown = [k for k in samples if k not in hepguard]
     if unknown:
@@ -359,29 +395,11 @@ def workspace_patch(
             f"{source}: {', '.join(map(repr, unknown))} in the sample mapping is not a hepguard "
             f"sample; hepguard's samples are {', '.join(map(repr, hepguard))}"
         )
-    missing = [v for v in samples.values() if v not in ws_names]
-    if missing:
-        raise PyhfError(
-            f"{source}: channel {channel!r} has no sample {', '.join(map(repr, missing))}; its "
-            f"samples are {', '.join(map(repr, ws_names))}"
-        )
-    targets = list(samples.values())
-    doubled = sorted({v for v in targets if targets.count(v) > 1})
-    if doubled:
-        raise PyhfError(
-            f"{source}: several hepguard samples map to {', '.join(map(repr, doubled))} in "
-            f"channel {channel!r}; map each workspace sample from one hepguard sample"
-        )
-    n_bins = len(templates.edges) - 1
-    index = {name: ws_names.index(ws_name) for name, ws_name in samples.items()}
-    for name, si in index.items():
-        n_ws = len(ws_samples[si]["data"])
-        if n_ws != n_bins:
-            raise PyhfError(
-                f"{source}: sample {ws_names[si]!r} of channel {channel!r} has {n_ws} bins, "
-                f"hepguard's templates (sample {name!r}) have {n_bins}; use the binning of the "
-                "analysis channel for the templates"
-            )
+    ci, index = locate_samples(
+        workspace, channel=channel, samples=samples, n_bins=len(templates.edges) - 1, source=source
+    )
+    ws_samples = workspace["channels"][ci]["samples"]
+    ws_names = [s["name"] for s in ws_samples]
     for name, si in index.items():
         adding = {m.name for m in templates.modifiers if m.sample == name}
         present = sorted(adding & {m["name"] for m in ws_samples[si]["modifiers"]})

@@ -195,8 +195,14 @@ def _check_pyhf_outputs(
     settings: Settings, uncertainties: UncertaintyModel, inputs: dict[str, Path | None]
 ) -> None:
     """Refuse pyhf output paths that would lose a user's file, and a patch without a readable,
-    schema-valid user workspace, before any attack runs."""
-    from pytest_hepguard.pyhf_export import is_own_patch, is_own_workspace, load_workspace
+    schema-valid user workspace holding the mapped channel and samples in as many bins as the
+    templates, before any attack runs."""
+    from pytest_hepguard.pyhf_export import (
+        is_own_patch,
+        is_own_workspace,
+        load_workspace,
+        locate_samples,
+    )
 
     if settings.pyhf is not None:
         check_report_path(
@@ -217,4 +223,11 @@ def _check_pyhf_outputs(
             settings.force,
             is_own=is_own_patch,
         )
-        load_workspace(patch.workspace)
+        bins = uncertainties.pyhf.bins
+        locate_samples(
+            load_workspace(patch.workspace),
+            channel=patch.channel,
+            samples=dict(patch.samples),
+            n_bins=bins if isinstance(bins, int) else len(bins) - 1,
+            source=f"pyhf workspace {patch.workspace}",
+        )

@@ -193,7 +193,7 @@ def _analysis_patch(templates: Templates, target: PatchSpec) -> tuple[dict, list
         analysis,
         channel=target.channel,
         samples=dict(target.samples),
-        source=str(target.workspace),
+        source=f"pyhf workspace {target.workspace}",
     )
     return analysis, ops
 

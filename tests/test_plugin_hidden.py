@@ -13,130 +13,31 @@ The first 3000 events keep every run short; runs shared by several tests are mod
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
-import subprocess
-import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pytest_hepguard.uncertainties import load_uncertainties
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
-DATA = EXAMPLES / "jets.root"
-MODEL = EXAMPLES / "tagger.pt"
-EXAMPLE_YAML = (EXAMPLES / "unc.yaml").read_text(encoding="utf-8")
-
-#: Unrelated third-party plugins that take ~1.3 s to import in every subprocess; hepguard itself
-#: still loads through its ``pytest11`` entry point.
-QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
-
-N_EVENTS = 3000
-
-#: The example's features, in the model's input order.
-EXAMPLE_UNC = load_uncertainties(EXAMPLES / "unc.yaml")
-FEATURES = EXAMPLE_UNC.feature_names
-CLASSES = EXAMPLE_UNC.decision.classes
-
-USAGE_ERROR = 4
-
-
-@dataclass(frozen=True)
-class Run:
-    """A finished pytest subprocess."""
-
-    returncode: int
-    output: str  # stdout and stderr, interleaved
-
+from example_runs import (
+    CLASSES,
+    EXAMPLE_YAML,
+    FEATURES,
+    MODEL,
+    N_EVENTS,
+    USAGE_ERROR,
+    Run,
+    assert_says,
+    checks_by_name,
+    example_columns,
+    example_yaml,
+    load_json,
+    project,
+    run_pytest,
+    snapshot,
+)
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """SHA-256 of the example's data and model files and of every file under ``root``."""
-    files = {"DATA": DATA, "MODEL": MODEL}
-    files.update({str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()})
-    return {name: sha256(path) for name, path in files.items()}
-
-
-def replace_once(text: str, old: str, new: str) -> str:
-    assert text.count(old) == 1, f"{old!r} is not in the example's unc.yaml exactly once"
-    return text.replace(old, new)
-
-
-def section(text: str, key: str, new: str) -> str:
-    """``text`` with the top-level section ``key:`` (up to the next top-level key) replaced by
-    ``new`` (which ends with a newline)."""
-    pattern = re.compile(rf"^{key}:.*?(?=^\w|\Z)", re.S | re.M)
-    assert len(pattern.findall(text)) == 1, key
-    return pattern.sub(lambda _: new, text)
-
-
-def example_yaml(**sections: str) -> str:
-    """The example's uncertainty file with ``data.path`` absolute and the given top-level
-    sections (``groups``, ``correlations``, ``constraints``, ``gates``) replaced."""
-    text = replace_once(EXAMPLE_YAML, "  path: jets.root\n", f"  path: {DATA}\n")
-    for key, new in sections.items():
-        text = section(text, key, new)
-    return text
-
-
-def project(root: Path, text: str) -> Path:
-    """``root`` holding ``unc.yaml`` = ``text``; returns ``root`` (resolved)."""
-    root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "unc.yaml").write_text(text, encoding="utf-8")
-    return root
-
-
-def run_pytest(root: Path, *args: str, events: int | None = N_EVENTS) -> Run:
-    """Audit examples/tagger.pt with ``root/unc.yaml``: ``python -m pytest`` in ``root``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["OMP_NUM_THREADS"] = "1"  # small samples: extra threads only contend
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        *QUIET,
-        "--rootdir",
-        str(root),
-        "--hepguard-model",
-        str(MODEL),
-        "--hepguard-uncertainties",
-        "unc.yaml",
-        *(("--hepguard-events", str(events)) if events else ()),
-        *args,
-    ]
-    done = subprocess.run(
-        command,
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout)
-
-
-def load_report(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def checks_by_name(report: dict) -> dict[str, dict]:
-    return {entry["name"]: entry for entry in report["checks"]}
 
 
 def bvl_decisions(outputs: np.ndarray, cut: float) -> np.ndarray:
@@ -149,21 +50,6 @@ def bvl_decisions(outputs: np.ndarray, cut: float) -> np.ndarray:
 
 def recomputed_fooling_rate(nominal: np.ndarray, perturbed: np.ndarray, cut: float) -> float:
     return float(np.mean(bvl_decisions(nominal, cut) != bvl_decisions(perturbed, cut)))
-
-
-def assert_says(output: str, *parts: str) -> None:
-    """Every part appears on one and the same line of the output."""
-    lines = [line for line in output.splitlines() if all(part in line for part in parts)]
-    assert lines, f"no line with all of {parts!r} in:\n{output}"
-
-
-def example_columns(n: int) -> dict[str, np.ndarray]:
-    """The first ``n`` events of examples/jets.root: every feature and the label."""
-    import uproot
-
-    with uproot.open(DATA) as root_file:
-        arrays = root_file["Events"].arrays([*FEATURES, "label"], library="np", entry_stop=n)
-    return {name: np.asarray(values) for name, values in arrays.items()}
 
 
 # -- shared runs --------------------------------------------------------------------------------
@@ -188,7 +74,7 @@ def example_run(tmp_path_factory) -> tuple[Path, Run, dict]:
     after = snapshot(root)
     for name in ("DATA", "MODEL", "unc.yaml"):
         assert after[name] == before[name], name
-    return root, run, load_report(root / "report.json")
+    return root, run, load_json(root / "report.json")
 
 
 # -- 1. the example's hidden-systematics gates ----------------------------------------------------
@@ -199,7 +85,7 @@ def test_example_report_has_systematic_hidden_and_worst_details(example_run) -> 
     certificate passed (every feature's KS p-value >= 0.05, max |delta rho| <= 0.01), the
     systematic check's up and down variation of each group, and the worst-case cascade."""
     _, run, report = example_run
-    assert "3 passed, 3 deselected" in run.output
+    assert "3 passed, 4 deselected" in run.output  # random, fgsm, pgd, pyhf_impact
     assert report["passed"] is True
     checks = checks_by_name(report)
     assert list(checks) == ["systematic", "hidden", "worst"]
@@ -329,7 +215,7 @@ def test_saved_parquet_matches_its_report(tmp_path: Path) -> None:
     for name, digest in before.items():  # data, model and unc.yaml: unchanged
         assert after[name] == digest, name
     assert sorted(p.name for p in (root / "out").iterdir()) == ["hidden.parquet"]
-    hidden = checks_by_name(load_report(root / "report.json"))["hidden"]
+    hidden = checks_by_name(load_json(root / "report.json"))["hidden"]
 
     table = pq.read_table(root / "out" / "hidden.parquet")
     outputs = [f"hepguard_{kind}_{k}" for kind in ("nominal", "perturbed") for k in range(3)]
@@ -463,7 +349,7 @@ def test_unsatisfiable_constraints_fail_the_hidden_gate(tmp_path: Path) -> None:
     after = snapshot(root)
     for name in ("DATA", "MODEL", "unc.yaml"):
         assert after[name] == before[name], name
-    hidden = checks_by_name(load_report(root / "report.json"))["hidden"]
+    hidden = checks_by_name(load_json(root / "report.json"))["hidden"]
     assert hidden["passed"] is False
     assert hidden["failures"][0].startswith("could not satisfy the constraints")
     assert hidden["details"]["kept"] == 0
@@ -489,7 +375,7 @@ def test_systematic_gate_fails_and_hidden_gate_passes(tmp_path: Path, example_ru
     assert "exceeds max_fooling_rate 0.0001" in run.output
     assert "1 failed, 1 passed" in run.output
     assert "hepguard gate 'hidden' failed" not in run.output
-    report = load_report(root / "report.json")
+    report = load_json(root / "report.json")
     assert report["passed"] is False
     checks = checks_by_name(report)
     systematic = checks["systematic"]
