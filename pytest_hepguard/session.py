@@ -113,7 +113,7 @@ class Settings:
         data = self.data_path(uncertainties) if uncertainties else self.data
         files = {"model": model, "data": data, "uncertainties": self.uncertainties}
         if uncertainties is not None and uncertainties.pyhf.patch is not None:
-            files["pyhf workspace"] = uncertainties.pyhf.patch.workspace
+            files["pyhf_workspace"] = uncertainties.pyhf.patch.workspace
         return files
 
 
