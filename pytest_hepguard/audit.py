@@ -502,12 +502,12 @@ class Auditor:
     def group_names(self) -> list[str]:
         """The nuisance groups the systematic variations move: ``groups:`` of the uncertainty
         file, or each movable feature its own group."""
-        return [g.name for g in self._groups_on_row()]
+        return [g.name for g in self.nuisance_groups()]
 
     def group_shift(self, group: str, theta: float) -> tuple[CheckResult, np.ndarray]:
         """Group ``group`` shifted coherently by ``theta`` sigmas of its parameter: the numbers
         and the perturbed class probabilities [n_events, n_classes]."""
-        by_name = {g.name: g for g in self._groups_on_row()}
+        by_name = {g.name: g for g in self.nuisance_groups()}
         pert = self._shifted(lambda s, x0, g=by_name[group]: g.shift(x0, theta))
         params = {"epsilon": abs(theta), "group": group, "shift": "up" if theta > 0 else "down"}
         return self._result("systematic", params, pert), pert.probs
@@ -524,7 +524,7 @@ class Auditor:
 
     # -- composite checks ----------------------------------------------------------------------
 
-    def _groups_on_row(self) -> list[Group]:
+    def nuisance_groups(self) -> list[Group]:
         groups = build_groups(
             self.uncertainties.groups,
             self.layout.specs,
@@ -552,7 +552,7 @@ class Auditor:
         check's numbers are those of the variation with the highest fooling rate."""
         eps = float(params["epsilon"])
         t0 = time.perf_counter()
-        groups = self._groups_on_row()
+        groups = self.nuisance_groups()
         variations = []
         for group in groups:
             for sign, label in ((1.0, "up"), (-1.0, "down")):

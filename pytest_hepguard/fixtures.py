@@ -6,6 +6,8 @@
   hepguard cannot load from a file: return an ``nn.Module`` or a torch callable.
 - ``hepguard_auditor``: the :class:`~pytest_hepguard.audit.Auditor` (session).
 - ``hepguard``: the auditor bound to the test using it; every check it runs is recorded.
+- ``hepguard_properties``: one-line properties for hypothesis tests over the strategies of
+  :mod:`pytest_hepguard.strategies` (session); broken ones become report counterexamples.
 
 Heavy modules are imported inside the fixtures, never at import time.
 """
@@ -19,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_hepguard.exceptions import HepguardError
-from pytest_hepguard.session import RESULT_PROPERTY, STATE_KEY, State
+from pytest_hepguard.session import RESULT_PROPERTY, STATE_KEY, STRATEGY_SOURCE, State
 
 if TYPE_CHECKING:
     import numpy as np
 
     from pytest_hepguard.audit import Auditor, CheckResult
     from pytest_hepguard.events import Events
+    from pytest_hepguard.properties import Properties
     from pytest_hepguard.uncertainties import GateSpec, UncertaintyModel
 
 
@@ -210,3 +213,27 @@ class Hepguard:
 def hepguard(request: pytest.FixtureRequest, hepguard_auditor: Auditor) -> Hepguard:
     """The auditor bound to this test (see :class:`Hepguard`)."""
     return Hepguard(hepguard_auditor, request.node)
+
+
+@pytest.fixture(scope="session")
+def hepguard_properties(pytestconfig: pytest.Config, hepguard_auditor: Auditor) -> Properties:
+    """Properties over events and drawn changes for hypothesis tests (see
+    :class:`~pytest_hepguard.properties.Properties`); lends the sample to the strategies of
+    :mod:`pytest_hepguard.strategies`."""
+    import os
+
+    from pytest_hepguard.properties import Properties
+
+    state = _state(pytestconfig)
+    STRATEGY_SOURCE.labels = hepguard_auditor.labels
+    STRATEGY_SOURCE.n_events = len(hepguard_auditor.events)
+    STRATEGY_SOURCE.discriminant = hepguard_auditor.nominal_disc
+    STRATEGY_SOURCE.cut = hepguard_auditor.decision.cut
+
+    def current_test() -> str:
+        return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+
+    def record(found: Any) -> None:
+        state.pending[found.test] = found.to_dict()
+
+    return Properties(hepguard_auditor, record, current_test)

@@ -15,7 +15,13 @@ import pytest
 
 from pytest_hepguard import fixtures
 from pytest_hepguard.exceptions import HepguardError
-from pytest_hepguard.session import RESULT_PROPERTY, STATE_KEY, build_state
+from pytest_hepguard.session import (
+    COUNTEREXAMPLE_PROPERTY,
+    RESULT_PROPERTY,
+    STATE_KEY,
+    STRATEGY_SOURCE,
+    build_state,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -121,6 +127,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "workspace of pyhf.patch in the uncertainty file",
     )
     group.addoption(
+        "--hepguard-hypothesis",
+        choices=("auto", "ci", "explore"),
+        default="auto",
+        help="property tests (hepguard_properties): ci = the 'hepguard' hypothesis profile "
+        "(no example database, no deadline) and each test seeded with --hepguard-seed, "
+        "reproducible; explore = hypothesis as configured, random and remembering failures; "
+        "auto (default) = ci when the CI environment variable is set",
+    )
+    group.addoption(
         "--hepguard-force",
         action="store_true",
         help="overwrite existing output files that hepguard did not write (never input files)",
@@ -141,7 +156,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except HepguardError as exc:
         raise pytest.UsageError(f"hepguard: {exc}") from exc
     config.stash[STATE_KEY] = state
-    config.pluginmanager.register(ResultCollector(state.results), "hepguard-results")
+    STRATEGY_SOURCE.reset(state.uncertainties)
+    config.pluginmanager.register(ResultCollector(state), "hepguard-results")
     if state.settings.active:
         config.addinivalue_line("python_files", "robustness_*.py")
         config.addinivalue_line("python_functions", "robustness_*")
@@ -234,13 +250,47 @@ def pytest_collection_modifyitems(
     report = gates.ihook.pytest_make_collect_report(collector=gates)
     session.ihook.pytest_collectreport(report=report)  # counted in "collected N items"
     items[:0] = [node for node in report.result if isinstance(node, pytest.Item)]
+    _reproducible_properties(config, items)
+
+
+def _reproducible_properties(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In CI, property tests (hypothesis tests that take ``hepguard_properties``) run under
+    the ``hepguard`` profile and with ``--hepguard-seed`` as their seed."""
+    tests = [
+        item
+        for item in items
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False)
+        and "hepguard_properties" in getattr(item, "fixturenames", ())
+    ]
+    if not tests:
+        return
+    import os
+
+    import hypothesis
+
+    hypothesis.settings.register_profile(
+        "hepguard",
+        database=None,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[hypothesis.HealthCheck.too_slow],
+        phases=[p for p in hypothesis.Phase if p is not hypothesis.Phase.explain],
+    )
+    mode = config.getoption("hepguard_hypothesis")
+    if mode == "explore" or (mode == "auto" and not os.environ.get("CI")):
+        return
+    hypothesis.settings.load_profile("hepguard")
+    seed = config.stash[STATE_KEY].settings.seed
+    for item in tests:
+        hypothesis.seed(seed)(item.obj)
 
 
 class ResultCollector:
-    """Gathers the checks' numbers from test reports, where they arrive from xdist workers too."""
+    """Gathers the checks' numbers and the property tests' counterexamples from test reports,
+    where they arrive from xdist workers too."""
 
-    def __init__(self, results: list[dict[str, Any]]) -> None:
-        self.results = results
+    def __init__(self, state: Any) -> None:
+        self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -249,17 +299,32 @@ class ResultCollector:
             if key == RESULT_PROPERTY:
                 entry = json.loads(value)
                 entry["outcome"] = report.outcome
-                self.results.append(entry)
+                self.state.results.append(entry)
+            elif key == COUNTEREXAMPLE_PROPERTY:
+                self.state.counterexamples.append(json.loads(value))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """After a test body: its last broken property (hypothesis replays the minimal example
+    last) travels to the report as a counterexample."""
+    yield
+    state = item.config.stash.get(STATE_KEY, None)
+    found = state.pending.pop(item.nodeid, None) if state is not None else None
+    if found is not None:
+        item.user_properties.append((COUNTEREXAMPLE_PROPERTY, json.dumps(found)))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash[STATE_KEY]
-    if hasattr(config, "workerinput") or not state.results:
+    if hasattr(config, "workerinput") or not (state.results or state.counterexamples):
         return
-    from pytest_hepguard.report.terminal import summary_lines
+    from pytest_hepguard.report.terminal import counterexample_lines, summary_lines
 
     terminalreporter.write_sep("=", "hepguard summary")
-    for line in summary_lines(state.results):
+    for line in summary_lines(state.results) if state.results else []:
+        terminalreporter.write_line(line)
+    for line in counterexample_lines(state.counterexamples):
         terminalreporter.write_line(line)
     if state.comparison is not None:
         from pytest_hepguard.report.baseline import summary_lines as comparison_lines
@@ -276,7 +341,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash.get(STATE_KEY, None)
     if state is None or hasattr(config, "workerinput") or not state.settings.active:
         return
-    if state.fatal or exitstatus == pytest.ExitCode.USAGE_ERROR or not state.results:
+    if state.fatal or exitstatus == pytest.ExitCode.USAGE_ERROR:
+        return
+    if not (state.results or state.counterexamples):
         return
     from pytest_hepguard.report.outputs import write_outputs
 

@@ -17,6 +17,31 @@ from pytest_hepguard.uncertainties import UncertaintyModel, load_uncertainties, 
 
 #: The user_properties key under which a check's numbers travel from item to report.
 RESULT_PROPERTY = "hepguard_result"
+#: The user_properties key of a property test's minimal counterexample.
+COUNTEREXAMPLE_PROPERTY = "hepguard_counterexample"
+
+
+@dataclass
+class StrategySource:
+    """What the running session lends the hypothesis strategies (``pytest_hepguard.strategies``,
+    drawn from inside tests): its uncertainty file, and once the sample is loaded, its labels
+    [n], size, nominal discriminant [n] and cut. Module-level because ``@given(...)`` is
+    evaluated when the test module is imported, before any fixture exists."""
+
+    uncertainties: UncertaintyModel | None = None
+    labels: Any = None
+    n_events: int = 0
+    discriminant: Any = None  # nominal discriminant [n]
+    cut: float | None = None  # the working-point cut, when the decision has one
+
+    def reset(self, uncertainties: UncertaintyModel | None) -> None:
+        """A new session: its uncertainty file, no sample yet."""
+        self.uncertainties, self.labels, self.n_events = uncertainties, None, 0
+        self.discriminant, self.cut = None, None
+
+
+#: The running session's strategy source (reset at every configure).
+STRATEGY_SOURCE = StrategySource()
 
 
 @dataclass(frozen=True)
@@ -129,6 +154,10 @@ class State:
     thresholds: list[Any] = field(default_factory=list)
     comparison: Any = None
     written: list[tuple[str, Path]] = field(default_factory=list)
+    #: minimal counterexamples of property tests, as they reach the report
+    counterexamples: list[dict[str, object]] = field(default_factory=list)
+    #: the last counterexample of each running test (node id), until its report is made
+    pending: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 STATE_KEY = pytest.StashKey[State]()

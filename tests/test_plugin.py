@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -284,7 +285,7 @@ def test_readme_main_job_passes_and_attacks_beat_noise(example_run) -> None:
     JSON report FGSM and PGD flip more decisions than Gaussian noise of the same size by more
     than three combined standard errors (the issue's "done when")."""
     run, report = example_run
-    assert "failed" not in run.output.splitlines()[-1]
+    assert not re.search(r"\d+ failed", run.output.splitlines()[-1])  # "1 xfailed" is expected
     assert "hepguard summary" in run.output
     summary = run.output.split("hepguard summary", 1)[1].splitlines()
     assert summary[1].split()[:2] == ["check", "eps"]

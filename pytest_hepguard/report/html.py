@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from pytest_hepguard.report import plots
 from pytest_hepguard.report.files import REPORT_MARKER, check_report_path, write_atomic
+from pytest_hepguard.report.terminal import describe_counterexample
 
 #: In every HTML report's head: the marker that lets hepguard overwrite its own reports.
 GENERATOR = f'<meta name="generator" content="{REPORT_MARKER}">'
@@ -461,6 +462,19 @@ def _check(i: int, entry: dict[str, Any], global_assumptions: Sequence[str]) -> 
 </section>"""  # noqa: E501
 
 
+def _counterexamples(report: dict[str, Any]) -> str:
+    """The property tests' minimal counterexamples, changes in sigmas per feature."""
+    found = report.get("counterexamples") or []
+    if not found:
+        return ""
+    rows = [(c["test"], c["property"], describe_counterexample(c)) for c in found]
+    return (
+        "<section><h2>property counterexamples</h2>"
+        + _table(("test", "property", "minimal counterexample"), rows)
+        + "</section>"
+    )
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The whole page for ``report`` (the dict of
     :func:`~pytest_hepguard.report.json_report.build_report`) as one string."""
@@ -483,6 +497,7 @@ def render_html(report: dict[str, Any]) -> str:
 <body>
 {_header(report)}
 {_summary(report)}
+{_counterexamples(report)}
 {sections}
 <footer>pytest-hepguard {esc(versions.get("pytest-hepguard") or "")}, report version
 {esc(report.get("report_version", "n/a"))}. Epsilon and displacements are in sigmas of each

@@ -41,8 +41,10 @@ def build_report(
     model_spec: str | None,
     seed: int,
     device: str,
+    counterexamples: Sequence[dict[str, object]] = (),
 ) -> dict[str, object]:
-    """The report dict: ``checks`` in run order, ``passed`` = no check failed."""
+    """The report dict: ``checks`` in run order, ``passed`` = no check failed, and the minimal
+    ``counterexamples`` of property tests."""
     files = {
         role: {
             "path": str(path) if path is not None else (model_spec if role == "model" else None),
@@ -65,6 +67,7 @@ def build_report(
         "assumptions": entries[0].get("assumptions", []) if entries else [],
         "passed": all(e.get("passed", True) for e in entries),
         "checks": list(entries),
+        "counterexamples": list(counterexamples),
     }
 
 

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_hepguard.report.files import REPORT_MARKER, check_report_path, write_atomic
-from pytest_hepguard.report.terminal import _auc, _num, _rate, hidden_lines, pyhf_lines
+from pytest_hepguard.report.terminal import (
+    _auc,
+    _num,
+    _rate,
+    counterexample_lines,
+    hidden_lines,
+    pyhf_lines,
+)
 
 if TYPE_CHECKING:
     from pytest_hepguard.report.baseline import Comparison
@@ -239,6 +246,10 @@ def render_markdown(report: dict[str, Any], comparison: Comparison | None = None
         *_checks(report),
         "",
         *[md_escape(line) + "\n" for line in hidden_lines(checks) + pyhf_lines(checks)],
+        *[
+            md_escape(line) + "\n"
+            for line in counterexample_lines(report.get("counterexamples") or [])
+        ],
         *_gates(report),
         *_messages(report),
     ]

@@ -20,6 +20,7 @@ def write_outputs(state: State) -> bool:
         settings.model,
         settings.seed,
         settings.device or "auto",
+        state.counterexamples,
     )
     if state.baseline is not None:
         from pytest_hepguard.report.baseline import compare

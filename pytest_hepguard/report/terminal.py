@@ -134,3 +134,28 @@ def pyhf_lines(entries: Sequence[dict[str, object]]) -> list[str]:
             f"{fit['workspace']}{impact}"
         )
     return lines
+
+
+def describe_counterexample(c: dict[str, object]) -> str:
+    """``event 17 (b) moved by jet_pt +0.42σ, n_tracks +1σ: discriminant 0.96 → 0.93, decision
+    1 → 0`` for one counterexample entry of the report."""
+    unit = "σ" if c["kind"] == "displacement" else ""
+    moved = ", ".join(
+        f"{name} {value:+.3g}{unit}"
+        for name, value in c["change"].items()  # type: ignore[union-attr]
+        if value
+    )
+    label = f" ({c['label']})" if c.get("label") else ""
+    return (
+        f"event {c['event']}{label} moved by {moved or 'nothing'}: discriminant "
+        f"{c['discriminant_before']:.4g} → {c['discriminant_after']:.4g}, decision "
+        f"{c['decision_before']} → {c['decision_after']}"
+    )
+
+
+def counterexample_lines(found: Sequence[dict[str, object]]) -> list[str]:
+    """One line per property test's minimal counterexample, displacements in sigmas."""
+    return [
+        f"counterexample {c['test']}: '{c['property']}' broken: {describe_counterexample(c)}"
+        for c in found
+    ]
