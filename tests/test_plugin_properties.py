@@ -19,6 +19,7 @@ from example_runs import (
     EXAMPLES,
     FEATURES,
     MODEL,
+    REPO,
     assert_says,
     example_columns,
     example_yaml,
@@ -137,3 +138,22 @@ def test_bad_strategy_stops_collection_with_its_reason(case: str, tmp_path: Path
     assert run.returncode == 2, run.output  # a collection error interrupts the run
     assert_says(run.output, *message)
     assert snapshot(root) == before
+
+
+def test_docs_quote_the_example_as_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/properties.md's tests are the example's, and the counterexample line it and the
+    README quote is what the example prints on all 8000 jets with CI set (seed 0)."""
+    docs = (REPO / "docs" / "properties.md").read_text(encoding="utf-8")
+    example = PROPERTY_FILE.read_text(encoding="utf-8")
+    block = docs.split("```python\n# robustness_properties.py\n", 1)[1].split("```", 1)[0]
+    for line in block.splitlines():
+        if line.startswith(("from ", "@settings", "@given", "def ", "    hepguard_properties.")):
+            assert line in example, line
+    monkeypatch.setenv("CI", "1")
+    root = properties_project(tmp_path)
+    run = run_pytest(root, "-k", "robustness_no_b_tag", events=None)
+    assert "1 xfailed" in run.output, run.output
+    (line,) = [x for x in run.output.splitlines() if x.startswith("counterexample ")]
+    quoted = line.replace(f"{PROPERTY_FILE.name}::", f"examples/{PROPERTY_FILE.name}::")
+    assert quoted in docs
+    assert quoted in (REPO / "README.md").read_text(encoding="utf-8")
