@@ -26,6 +26,17 @@ from pytest_hepguard.strategies import Displacement, NuisanceShift
 Change = Displacement | NuisanceShift
 
 
+#: Bisection rounds that scale a broken change down along its direction (resolution 1/4096).
+BISECTIONS = 12
+
+
+def _scaled(change: Change, factor: float) -> Change:
+    """``change`` with every displacement (or theta) times ``factor``."""
+    if isinstance(change, NuisanceShift):
+        return NuisanceShift({g: factor * v for g, v in change.theta.items()})
+    return Displacement({f: factor * v for f, v in change.sigmas.items()})
+
+
 class PropertyModelError(HepguardError):
     """The model raised on a perturbed event; the message names the event and the change."""
 
@@ -148,15 +159,41 @@ class Properties:
 
     def assert_decision_unchanged(self, event: int, change: Change) -> None:
         """The decision of ``event`` (cut on the discriminant, or argmax) stays the same."""
-        out = self.outcome(event, change)
-        if out.decision_after[0] != out.decision_before[0]:
-            self._fail("decision unchanged", event, change, out)
+
+        def broken(out: Outcome) -> bool:
+            return bool(out.decision_after[0] != out.decision_before[0])
+
+        self._check("decision unchanged", event, change, broken)
 
     def assert_discriminant_stable(self, event: int, change: Change, max_shift: float) -> None:
         """The discriminant of ``event`` moves by at most ``max_shift`` (its own units)."""
+
+        def broken(out: Outcome) -> bool:
+            return abs(float(out.discriminant_after[0] - out.discriminant_before[0])) > max_shift
+
+        self._check(f"discriminant moves less than {max_shift:g}", event, change, broken)
+
+    def _check(
+        self, name: str, event: int, change: Change, broken: Callable[[Outcome], bool]
+    ) -> None:
+        """Raise (and record) when ``broken`` holds for ``change``, reporting the change scaled
+        down along its own direction to the smallest fraction that still breaks the property
+        (bisection, 1/4096): hypothesis shrinks feature by feature toward simple values, this
+        brings the counterexample close to the smallest displacement in its direction."""
         out = self.outcome(event, change)
-        if abs(float(out.discriminant_after[0] - out.discriminant_before[0])) > max_shift:
-            self._fail(f"discriminant moves less than {max_shift:g}", event, change, out)
+        if not broken(out):
+            return
+        low, high = 0.0, 1.0
+        for _ in range(BISECTIONS):
+            mid = (low + high) / 2
+            if broken(self.outcome(event, _scaled(change, mid))):
+                high = mid
+            else:
+                low = mid
+        if high < 1.0:
+            change = _scaled(change, high)
+            out = self.outcome(event, change)
+        self._fail(name, event, change, out)
 
     def _fail(self, name: str, event: int, change: Change, out: Outcome) -> None:
         labels = self.auditor.labels

@@ -28,6 +28,7 @@ are first drawn from (or the ``uncertainties`` given to them), so they can be wr
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,7 @@ def _model(uncertainties: UncertaintyModel | None) -> UncertaintyModel:
 
 
 def _check_epsilon(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise StrategyError(f"{name} must be a number > 0 (sigmas), got {value!r}")
     if not math.isfinite(value):
         raise StrategyError(f"{name} must be finite, got {value!r}")
