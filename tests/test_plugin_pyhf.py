@@ -504,30 +504,26 @@ def run_refused(root: Path, *args: str, code: int = USAGE_ERROR) -> str:
     return run.output
 
 
-def test_patch_mapping_to_a_missing_workspace_sample(tmp_path: Path) -> None:
-    """``pyhf.patch.samples`` naming a workspace sample the channel lacks: the mapping is
-    checked before any attack runs (exit code 4) with a message naming the workspace, the
-    missing sample and the samples the channel has."""
-    text = replace_once(example_yaml(), "other_jets: background}", "other_jets: backgrnd}")
-    root = project(tmp_path, text)
-    output = run_refused(root, "-k", "pyhf_export", "--hepguard-pyhf-patch", "patch.json")
-    assert_says(
-        output,
-        f"hepguard: pyhf workspace {root / 'analysis_workspace.json'}: channel 'singlechannel' "
-        "has no sample 'backgrnd'; its samples are 'signal', 'background'",
-    )
+PATCH_TARGETS = {
+    "missing_sample": (
+        ("other_jets: background}", "other_jets: backgrnd}"),
+        "channel 'singlechannel' has no sample 'backgrnd'; its samples are 'signal', 'background'",
+    ),
+    "missing_channel": (
+        ("channel: singlechannel", "channel: signalregion"),
+        "no channel 'signalregion'; its channels are 'singlechannel'",
+    ),
+}
 
 
-def test_patch_of_a_missing_channel(tmp_path: Path) -> None:
-    """``pyhf.patch.channel`` not in the workspace: the message lists its channels."""
-    text = replace_once(example_yaml(), "channel: singlechannel", "channel: signalregion")
-    root = project(tmp_path, text)
+@pytest.mark.parametrize("case", PATCH_TARGETS, ids=list(PATCH_TARGETS))
+def test_patch_target_missing_from_the_workspace(case: str, tmp_path: Path) -> None:
+    """``pyhf.patch`` naming a sample or channel the workspace lacks: checked before any attack
+    runs (exit code 4), the message naming the workspace, what is missing and what exists."""
+    (old, new), message = PATCH_TARGETS[case]
+    root = project(tmp_path, replace_once(example_yaml(), old, new))
     output = run_refused(root, "-k", "pyhf_export", "--hepguard-pyhf-patch", "patch.json")
-    assert_says(
-        output,
-        f"hepguard: pyhf workspace {root / 'analysis_workspace.json'}: no channel 'signalregion'; "
-        "its channels are 'singlechannel'",
-    )
+    assert_says(output, f"hepguard: pyhf workspace {root / 'analysis_workspace.json'}: {message}")
 
 
 def test_workspace_failing_pyhfs_schema(tmp_path: Path) -> None:
