@@ -427,6 +427,8 @@ class Auditor:
                 self._cache[key] = self._systematic(params)
             elif attack == "scan":
                 self._cache[key] = self._scan(params)
+            elif attack == "landscape":
+                self._cache[key] = self._landscape(params)
             elif attack == "pyhf_impact":
                 from pytest_hepguard.variations import impact_check
 
@@ -651,6 +653,57 @@ class Auditor:
             attack="scan",
             params=dict(params),
             details={**best.details, "scan": rows},
+        )
+
+    def _landscape(self, params: dict[str, object]) -> CheckResult:
+        """The loss of the true label along the adversarial direction, random directions and
+        each nuisance group over [-span, span] sigmas, with the sharpness within epsilon; the
+        check's other numbers are those of FGSM at epsilon (the adversarial direction at
+        t = epsilon)."""
+        from pytest_hepguard.landscape import loss_curves
+
+        eps, span, points = float(params["epsilon"]), float(params["span"]), int(params["points"])
+        if not self.model.differentiable:
+            raise AttackError(
+                "landscape: the adversarial direction needs input gradients; this model runs "
+                "forward only (--hepguard-gradient-free)"
+            )
+        if points % 2 == 0 or points < 3:
+            raise AttackError(
+                f"landscape: points must be odd and >= 3 (0 on the grid), got {points}"
+            )
+        t0 = time.perf_counter()
+        fgsm = self._measure("fgsm", check_params("fgsm", {"epsilon": eps}))
+        labels = self.labels if self.labels is not None else self.nominal_probs.argmax(1)
+        weights = self.events.weights
+        curves = loss_curves(
+            self.model,
+            self.decision,
+            torch.from_numpy(self.events.features),
+            torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
+            self.envelope,
+            ts=np.linspace(-span, span, points).round(9).tolist(),
+            groups=self.nuisance_groups(),
+            weights=None if weights is None else torch.from_numpy(weights),
+            class_names=list(
+                self.uncertainties.decision.classes
+                or (f"class {i}" for i in range(self.model.n_classes))
+            ),
+            random_draws=int(params["draws"]),
+            generator=self._generator(f"landscape:{sorted(params.items())}"),
+            batch_size=self.batch_size,
+        )
+        return replace(
+            fgsm,
+            attack="landscape",
+            params=dict(params),
+            seconds=time.perf_counter() - t0,
+            details={
+                "landscape": {
+                    "epsilon": eps,
+                    "curves": [{**c.to_dict(), "sharpness": c.sharpness(eps)} for c in curves],
+                }
+            },
         )
 
     # -- numbers -------------------------------------------------------------------------------

@@ -406,8 +406,8 @@ BAD = {
         "gates.pgd_big.attack",
         [
             "unknown attack 'pgdd'",
-            "known attacks: fgsm, hidden, pgd, pyhf_impact, radius, random, scan, systematic, "
-            "worst",
+            "known attacks: fgsm, hidden, landscape, pgd, pyhf_impact, radius, random, scan, "
+            "systematic, worst",
             "did you mean 'pgd'?",
         ],
     ),

@@ -99,10 +99,16 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
     ),
     # its variations, binning and samples are those of the uncertainty file's pyhf: section
     "pyhf_impact": (),
+    "landscape": (
+        Param("epsilon", "float", 1.0, "envelope size in sigmas: the sharpness is measured within"),
+        Param("span", "float", 3.0, "the curves run over [-span, span] sigmas"),
+        Param("points", "int", 25, "points of each curve (odd: 0 is one of them)"),
+        Param("draws", "int", 4, "random directions averaged into the random curve"),
+    ),
 }
 
 #: Checks made of other checks, run by the auditor itself rather than by an attack class.
-COMPOSITE = ("systematic", "scan", "pyhf_impact")
+COMPOSITE = ("systematic", "scan", "pyhf_impact", "landscape")
 
 _CLASSES: dict[str, tuple[str, str]] = {
     "random": ("pytest_hepguard.attacks.random_noise", "RandomNoise"),

@@ -378,6 +378,23 @@ def _details(entry: dict[str, Any]) -> str:
                 for v in fit["templates"]["variations"]
             ],
         )
+    land = d.get("landscape")
+    if land:
+        out += f"<h3>loss landscape (sharpness within ε = {esc(_num(land['epsilon'], 'g'))})</h3>"
+        out += _table(
+            ("direction", "loss at 0", "curvature", "largest increase within ε"),
+            [
+                (
+                    c["direction"],
+                    c["loss"][len(c["loss"]) // 2],
+                    c["sharpness"]["curvature"],
+                    c["sharpness"]["max_increase"],
+                )
+                for c in land["curves"]
+            ],
+        )
+        alt = f"loss of the true label along each direction, {entry.get('name', '')}"
+        out += f"<figure>{_img(plots.landscape_figure(entry), alt)}</figure>"
     if d.get("scan"):
         out += "<h3>sensitivity scan</h3>" + _table(
             ("epsilon", "ks_max", "hidden", "certified", "random", "pgd"),

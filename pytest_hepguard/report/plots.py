@@ -397,6 +397,43 @@ def displacement_figure(entry: dict[str, Any]) -> Figure:
         return fig
 
 
+def landscape_figure(entry: dict[str, Any]) -> Figure:
+    """The loss landscape of a ``landscape`` check.
+
+    Args:
+        entry: one check with ``details.landscape`` (``curves``: ``direction``, ``t`` in sigmas,
+            ``loss``; ``epsilon``).
+
+    Returns:
+        The mean loss of the true label against the displacement in sigmas, one line per
+        direction (adversarial, random, each nuisance group), the band |t| <= epsilon shaded:
+        how steeply the loss rises in each direction.
+    """
+    with style():
+        fig = _figure()
+        land = (entry.get("details") or {}).get("landscape") or {}
+        curves = land.get("curves") or []
+        if not curves:
+            return _note(fig, f"{entry.get('name', '?')}: no landscape")
+        ax = fig.add_subplot()
+        eps = float(land.get("epsilon") or 0.0)
+        ax.axvspan(-eps, eps, color="0.92", zorder=0)
+        for k, curve in enumerate(curves):
+            style_k = "-" if k < len(COLOURS) else "--"
+            ax.plot(
+                curve["t"],
+                curve["loss"],
+                style_k,
+                color=COLOURS[k % len(COLOURS)],
+                label=plain(_short(str(curve["direction"]), 30)),
+            )
+        ax.set_xlabel("displacement [σ]")
+        ax.set_ylabel("mean loss of the true label")
+        handles, labels = ax.get_legend_handles_labels()
+        _legend_above(ax, handles, labels, _title(entry))
+        return fig
+
+
 def summary_figure(checks: Sequence[dict[str, Any]]) -> Figure:
     """Every check's fooling rate beside the random noise baseline of the same epsilon.
 
