@@ -34,9 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pytest_hepguard.attacks.base import GradientAttack
-from pytest_hepguard.attacks.fgsm import FGSM
-from pytest_hepguard.attacks.pgd import PGD
+from pytest_hepguard.attacks import get_attack
+from pytest_hepguard.attacks.base import Attack, SampleAttack
 from pytest_hepguard.envelope import Envelope, feature_std
 from pytest_hepguard.exceptions import AttackError, HepguardError
 from pytest_hepguard.models.base import Model
@@ -306,9 +305,9 @@ def fit(
 # ---- checks and helpers -----------------------------------------------------------------------
 
 
-def _attack(name: str, epsilon: float, steps: int) -> GradientAttack:
-    """The attack ``name`` at size ``epsilon`` sigmas."""
-    return FGSM(epsilon=epsilon) if name == "fgsm" else PGD(epsilon=epsilon, steps=steps)
+def _attack(name: str, epsilon: float, steps: int) -> Attack | SampleAttack:
+    """The attack ``name`` at size ``epsilon`` sigmas (``steps`` for PGD), from the registry."""
+    return get_attack(name, {"epsilon": epsilon, **({"steps": steps} if name == "pgd" else {})})
 
 
 def _check_attack(attack: str, epsilon: float, steps: int, output: str, allow_zero: bool) -> None:

@@ -128,7 +128,15 @@ class Envelope:
         where it is on that side. Integer features get whole-step offsets.
         """
         up, down = self.sigmas(x0)
-        reach_up, reach_down = epsilon * up, epsilon * down
+        return self.limits(x0, epsilon * up, epsilon * down)
+
+    def limits(
+        self, x0: torch.Tensor, reach_up: torch.Tensor, reach_down: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lowest and highest value [batch, n_features] of entries that may move by up to
+        ``reach_up`` above and ``reach_down`` below ``x0`` (feature units, [batch, n_features]):
+        cut at the physical bounds (a nominal value outside them stays where it is on that
+        side), whole steps for integer features."""
         room_up = (self.upper - x0).clamp_min(0.0)
         room_down = (x0 - self.lower).clamp_min(0.0)
         reach_up = torch.minimum(reach_up, room_up)

@@ -33,7 +33,7 @@ from torch import Tensor
 from pytest_hepguard.attacks.base import input_gradient
 from pytest_hepguard.attacks.systematic import Group
 from pytest_hepguard.decision import Decision
-from pytest_hepguard.envelope import _INT_TOL, Envelope
+from pytest_hepguard.envelope import Envelope
 from pytest_hepguard.exceptions import AttackError
 from pytest_hepguard.models.base import Model
 
@@ -53,11 +53,8 @@ def displaced(envelope: Envelope, x0: Tensor, direction: Tensor, t: float) -> Te
     up, down = envelope.sigmas(x0)
     delta = t * direction
     step = torch.where(delta > 0, delta * up, delta * down)
-    room_up = (envelope.upper - x0).clamp_min(0.0)
-    room_down = (x0 - envelope.lower).clamp_min(0.0)
-    step = torch.minimum(torch.maximum(step, -room_down), room_up)
-    whole = torch.sign(step) * torch.floor(step.abs() + _INT_TOL)
-    return x0 + torch.where(envelope.integer, whole, step)
+    box = envelope.limits(x0, step.clamp_min(0.0), (-step).clamp_min(0.0))
+    return envelope.project(x0, x0 + step, box)
 
 
 def adversarial_direction(model: Model, x0: Tensor, labels: Tensor, envelope: Envelope) -> Tensor:

@@ -173,18 +173,23 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     )
 
 
+def _or_fail(call: Callable[[], Any]) -> Any:
+    """``call()``; bad user input (a HepguardError) fails the item with its message, outside the
+    ``except`` block so that no chained traceback is printed."""
+    try:
+        return call()
+    except HepguardError as exc:
+        error = f"hepguard: {exc}"
+    pytest.fail(error, pytrace=False)
+
+
 def _gate_function(gate: Any) -> Callable[..., None]:
     def hepguard_gate(hepguard: fixtures.Hepguard) -> None:
         from pytest_hepguard.report.terminal import failure_message
 
-        try:
-            result = hepguard.gate(gate)
-        except HepguardError as exc:
-            error = f"hepguard: {exc}"
-        else:
-            error = None if result.passed else failure_message(result.to_dict())
-        if error is not None:
-            pytest.fail(error, pytrace=False)
+        result = _or_fail(lambda: hepguard.gate(gate))
+        if not result.passed:
+            pytest.fail(failure_message(result.to_dict()), pytrace=False)
 
     return hepguard_gate
 
@@ -203,20 +208,15 @@ def _pyhf_function(state: Any) -> Callable[..., None]:
         from pytest_hepguard.variations import write_pyhf
 
         settings = state.settings
-        try:
-            written = write_pyhf(
+        written = _or_fail(
+            lambda: write_pyhf(
                 hepguard_auditor,
                 settings.pyhf,
                 settings.pyhf_patch,
                 inputs=settings.input_files(state.uncertainties),
                 force=settings.force,
             )
-        except HepguardError as exc:
-            error = f"hepguard: {exc}"
-        else:
-            error = None
-        if error is not None:
-            pytest.fail(error, pytrace=False)
+        )
         state.written.extend(written)
         for note in hepguard_auditor.templates()[0].warnings:
             warnings.warn(fixtures.HepguardTemplateWarning(note), stacklevel=1)
