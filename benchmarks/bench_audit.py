@@ -37,10 +37,7 @@ import cProfile
 import json
 import math
 import os
-import platform
 import pstats
-import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -51,12 +48,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, Timer, machine_info, peak_rss_mib
+
 from pytest_hepguard.audit import Auditor
 from pytest_hepguard.events import Events, load_events
 from pytest_hepguard.models import Model, load_model, resolve_device
 from pytest_hepguard.uncertainties import UncertaintyModel, load_uncertainties
-
-ROOT = Path(__file__).resolve().parent.parent
 
 #: (label, attack, params, forwards, backwards) of the timed checks, in the order they run.
 #: ``random`` runs first, so the random baseline that fgsm and pgd compare to is measured (and
@@ -71,42 +70,6 @@ CHECKS: tuple[tuple[str, str, dict[str, object], int, int], ...] = (
     # 3 groups x (up, down) + 20 correlated draws, one forward each
     ("systematic", "systematic", {"epsilon": 1.0}, 26, 0),
 )
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (ru_maxrss is KiB on Linux)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
-
-
-def cpu_model() -> str:
-    """The CPU's name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str | None:
-    """The repository's HEAD commit (with "+dirty" for uncommitted package changes), or None."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "pytest_hepguard"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-    except OSError:
-        return None
-    if head.returncode:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def resample(base: Events, n: int, seed: int) -> Events:
@@ -133,31 +96,6 @@ def build_events(unc: UncertaintyModel, n: int, seed: int) -> Events:
         data.path, unc.feature_names, label=data.label, weight=data.weight, tree=data.tree
     )
     return resample(base, n, seed)
-
-
-class Timer:
-    """Wall-clock timing that waits for the GPU before reading the clock."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def reset_peak(self) -> None:
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-
-    def peak_gpu_mib(self) -> float | None:
-        return torch.cuda.max_memory_allocated() / 2**20 if self.cuda else None
-
-    def time(self, fn: Callable[[], object]) -> tuple[float, object]:
-        self.sync()
-        t0 = time.perf_counter()
-        out = fn()
-        self.sync()
-        return time.perf_counter() - t0, out
 
 
 def bare_passes(
@@ -373,24 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     t_events = time.perf_counter() - t0
     model = load_model(args.model, device)
     n = len(events)
-    gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    machine = {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "gpu": gpu_name,
-        "commit": git_commit(),
-        "load_average_before": os.getloadavg(),
-    }
+    machine = machine_info(device)
     print(
         f"{n:,d} events ({t_events:.2f} s to build), batch {args.batch_size}, device {device}"
-        f"{f' ({gpu_name})' if gpu_name else ''}, torch {torch.__version__}, "
+        f"{' (' + str(machine['gpu']) + ')' if machine['gpu'] else ''}, torch {torch.__version__}, "
         f"{machine['torch_threads']} threads, CPU {machine['cpu']}, repeat {args.repeat}, "
-        f"load average {machine['load_average_before'][0]:.2f}, commit {machine['commit']}"
+        f"load average {machine['load_average_before']:.2f}, commit {machine['commit']}"
     )
 
     x_all = torch.from_numpy(events.features).to(device)

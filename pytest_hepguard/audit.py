@@ -20,6 +20,7 @@ import torch
 from pytest_hepguard.attacks import check_params, get_attack
 from pytest_hepguard.attacks.base import Sample, SampleAttack
 from pytest_hepguard.attacks.systematic import Group, build_groups, correlated_shift
+from pytest_hepguard.batching import CPU_BATCH, auto_batch_size
 from pytest_hepguard.decision import Decision
 from pytest_hepguard.envelope import Envelope, feature_std
 from pytest_hepguard.events import Events
@@ -143,7 +144,8 @@ class Auditor:
         uncertainties: the validated uncertainty file.
         seed: base seed; every check derives its own from it and its name, so the same seed
             gives the same numbers whatever the order the checks run in.
-        batch_size: events per attack batch.
+        batch_size: events per attack batch; None picks it (:mod:`pytest_hepguard.batching`:
+            65536 on a CPU, measured to fill a GPU).
         progress: called after every batch of an attack as ``progress(attack, done, total)``
             (events); the plugin draws a progress bar with it.
         on_perturbed: called once per check name as ``on_perturbed(name, rows, nominal,
@@ -159,7 +161,7 @@ class Auditor:
         uncertainties: UncertaintyModel,
         *,
         seed: int = 0,
-        batch_size: int = 65536,
+        batch_size: int | None = CPU_BATCH,
         progress: Callable[[str, int, int], None] | None = None,
         on_perturbed: Callable[[str, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
     ) -> None:
@@ -171,12 +173,17 @@ class Auditor:
                 f"uncertainty file's features {list(layout.names)}"
             )
         self.model, self.events, self.uncertainties = model, events, uncertainties
-        self.seed, self.batch_size = int(seed), int(batch_size)
+        self.seed = int(seed)
         self.progress = progress
         self.device = model.device
         model.bind(layout)
         n_probe = min(len(events), 256)
         model.probe(self._batch(0, n_probe), uncertainties.decision.output)
+        self.batch_size = (
+            auto_batch_size(model, self._batch(0, min(len(events), 4096)))
+            if batch_size is None
+            else int(batch_size)
+        )
         self.labels = self._check_labels(events, model.n_classes)
         padded = (
             layout.padded(torch.from_numpy(events.features)).numpy() if layout.multi_input else None

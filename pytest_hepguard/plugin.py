@@ -7,6 +7,7 @@ fixture is used. Without ``--hepguard-uncertainties`` (or its ini mirror) the pl
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from typing import Any
@@ -59,10 +60,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--hepguard-batch-size",
-        type=int,
-        default=65536,
-        metavar="N",
-        help="events per attack batch (default 65536; lower it if the device runs out of memory)",
+        type=_batch_size,
+        default=None,
+        metavar="N|auto",
+        help="events per attack batch (default auto: 65536 on a CPU, measured to fill a GPU; "
+        "lower it if the device runs out of memory)",
     )
     group.addoption(
         "--hepguard-json", metavar="PATH", help="write every check's numbers as JSON to PATH"
@@ -349,3 +351,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     if write_outputs(state) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _batch_size(text: str) -> int | None:
+    """``--hepguard-batch-size``: a positive number of events, or ``auto`` (None)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of events or auto, not {text!r}"
+        )
+    return value

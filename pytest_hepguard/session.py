@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_hepguard.exceptions import HepguardError, ReportPathError
-from pytest_hepguard.preprocess import complete_uncertainties
-from pytest_hepguard.report.files import check_report_path
-from pytest_hepguard.uncertainties import UncertaintyModel, load_uncertainties, parse_bins
+
+if TYPE_CHECKING:  # the plugin imports this module in every pytest run: keep it light
+    from pytest_hepguard.uncertainties import UncertaintyModel
 
 #: The user_properties key under which a check's numbers travel from item to report.
 RESULT_PROPERTY = "hepguard_result"
@@ -55,7 +55,7 @@ class Settings:
     seed: int
     events: int | None
     json: Path | None
-    batch_size: int
+    batch_size: int | None  # None: automatic (pytest_hepguard.batching)
     html: Path | None = None
     plots: Path | None = None
     markdown: Path | None = None
@@ -187,6 +187,10 @@ def build_state(config: pytest.Config) -> State:
         if asked:
             raise HepguardError(f"{asked[0]} needs --hepguard-uncertainties")
         return state
+    from pytest_hepguard.preprocess import complete_uncertainties
+    from pytest_hepguard.report.files import check_report_path
+    from pytest_hepguard.uncertainties import load_uncertainties, parse_bins
+
     state.uncertainties = complete_uncertainties(
         load_uncertainties(settings.uncertainties),  # type: ignore[arg-type]
         settings.model,
@@ -232,6 +236,7 @@ def _check_pyhf_outputs(
         load_workspace,
         locate_samples,
     )
+    from pytest_hepguard.report.files import check_report_path
 
     if settings.pyhf is not None:
         check_report_path(

@@ -35,8 +35,18 @@ REPO = Path(__file__).resolve().parents[1]
 #: still loads through its ``pytest11`` entry point.
 QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
-#: Modules the plugin must not import before an uncertainty file is given.
-HEAVY = ("torch", "onnxruntime", "scipy", "uproot", "pyhf", "matplotlib")
+#: Modules the plugin must not import before an uncertainty file is given (the YAML parser and
+#: the uncertainty model cost tens of ms per pytest run: docs/performance.md).
+HEAVY = (
+    "torch",
+    "onnxruntime",
+    "scipy",
+    "uproot",
+    "pyhf",
+    "matplotlib",
+    "yaml",
+    "pytest_hepguard.uncertainties",
+)
 
 N_EVENTS = 300
 
@@ -451,7 +461,7 @@ def test_without_options_hepguard_stays_out_of_the_way(tmp_path) -> None:
 
 def test_importing_the_plugin_imports_nothing_heavy() -> None:
     """``import pytest_hepguard.plugin`` in a fresh interpreter leaves torch, onnxruntime, scipy,
-    uproot, pyhf and matplotlib unimported."""
+    uproot, pyhf, matplotlib, yaml and the uncertainty model unimported."""
     code = (
         "import json, sys\n"
         "import pytest_hepguard.plugin\n"
