@@ -235,6 +235,9 @@ class _Repair:
         self._nominal = x0[:, self.columns]
         self._valid = valid[:, self.columns]
         self._corr_nominal: np.ndarray | None = None
+        self._marginals = [
+            _Marginal(x0, lo, hi, valid, self.columns[group]) for group in self.groups
+        ]
 
     def build(self, cand: np.ndarray, k: int) -> np.ndarray:
         """Rows [n, d]: the first ``k`` events of ``order`` at their points in ``cand`` [n, d],
@@ -247,19 +250,8 @@ class _Repair:
             return x
         fixed_event = np.zeros(len(x), dtype=bool)
         fixed_event[chosen] = True
-        for group in self.groups:
-            cols = self.columns[group]
-            valid = self.valid[:, cols]
-            fixed = np.broadcast_to(fixed_event[:, None], valid.shape)[valid]
-            block = x[:, cols]
-            block[valid] = _rearrange(
-                self.x0[:, cols][valid],
-                block[valid],
-                fixed,
-                self.lo[:, cols][valid],
-                self.hi[:, cols][valid],
-            )
-            x[:, cols] = block
+        for marginal in self._marginals:
+            marginal.repair(x, fixed_event)
         return x
 
     def violations(self, x: np.ndarray) -> list[str]:
@@ -288,26 +280,46 @@ class _Repair:
         )
 
 
-def _rearrange(
-    v0: np.ndarray, v: np.ndarray, fixed: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> np.ndarray:
-    """One feature's values [m] with the ``fixed`` entries kept at ``v`` and every other entry
-    moved to the quantile that makes the whole sample's marginal equal the nominal ``v0`` [m]:
-    the other entries must supply the nominal values minus what the fixed entries now hold, in
-    the order of their own nominal values (the monotone, i.e. optimal, transport), each then
-    clipped to its box [lo, hi]."""
-    free = ~fixed
-    points = np.concatenate([v0, v[fixed]]).astype(np.float64)
-    mass = np.concatenate([np.ones(len(v0)), -np.ones(int(fixed.sum()))])
-    order = np.lexsort((mass, points))  # at equal values a removal before an addition
-    supplied = np.maximum.accumulate(np.cumsum(mass[order]))
-    n_free = int(free.sum())
-    at = np.minimum(
-        np.searchsorted(supplied, np.arange(1, n_free + 1), side="left"), len(order) - 1
-    )
-    targets = points[order][at]
-    out = v.astype(np.float64)
-    free_idx = np.flatnonzero(free)
-    ranked = free_idx[np.argsort(v0[free_idx], kind="stable")]
-    out[ranked] = np.clip(targets, lo[ranked], hi[ranked])
-    return out.astype(v.dtype)
+class _Marginal:
+    """One feature's marginal repair (its columns ``cols`` pooled): the nominal values of its
+    movable entries sorted once, so each repair costs one pass and a sort of the fixed entries
+    only.
+
+    Args: x0, lo, hi [n, d] nominal rows and box bounds; valid [n, d] movable entries; cols:
+    the feature's columns.
+    """
+
+    def __init__(
+        self, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, valid: np.ndarray, cols: np.ndarray
+    ) -> None:
+        self.cols = cols
+        self.valid = valid[:, cols]
+        self.event = np.nonzero(self.valid)[0]  # the event of each movable entry
+        v0 = x0[:, cols][self.valid]
+        self.order = np.argsort(v0, kind="stable")  # entries by nominal value, ties by position
+        self.sorted = v0[self.order].astype(np.float64)
+        self.lo, self.hi = lo[:, cols][self.valid], hi[:, cols][self.valid]
+
+    def repair(self, x: np.ndarray, fixed_event: np.ndarray) -> None:
+        """Re-assign in ``x`` [n, d] (in place) the movable entries of events not in
+        ``fixed_event`` [n] so the feature's marginal equals the nominal one: the entries
+        that are not fixed must supply the nominal values minus what the fixed entries now
+        hold, in the order of their own nominal values (the monotone, i.e. optimal,
+        transport), each then clipped to its box."""
+        block = x[:, self.cols]
+        values = block[self.valid]
+        fixed = fixed_event[self.event]
+        removed = np.sort(values[fixed].astype(np.float64))
+        n = len(self.sorted)
+        # supply after each nominal value (a removal counts before an equal nominal value);
+        # the i-th cheapest free entry takes the first nominal value with supply >= i
+        before = np.searchsorted(self.sorted, removed, side="left")
+        removed_so_far = np.searchsorted(before, np.arange(n), side="right")
+        supplied = np.maximum.accumulate(np.arange(1, n + 1) - removed_so_far)
+        ranked = self.order[~fixed[self.order]]
+        at = np.searchsorted(supplied, np.arange(1, len(ranked) + 1), side="left")
+        targets = self.sorted[np.minimum(at, n - 1)]
+        out = values.astype(np.float64)
+        out[ranked] = np.clip(targets, self.lo[ranked], self.hi[ranked])
+        block[self.valid] = out.astype(values.dtype)
+        x[:, self.cols] = block

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from pytest_hepguard.attacks.base import Sample, signed_step
+from pytest_hepguard.attacks.base import Sample, ascend
 from pytest_hepguard.models.base import Model
 
 #: Bisection rounds that shrink each flip along its own direction (1/128 of the step).
@@ -61,28 +61,28 @@ class MarginAscent:
         the objective per summed sigma."""
         env = sample.envelope
         up, down = env.sigmas(x0)
-        lo, hi = box
+        step_up, step_down = self.step_size * up, self.step_size * down
         x, best = x0, x0
         done = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
         best_obj: torch.Tensor | None = None
-        for _ in range(self.steps + 1):
-            x_eval = env.project(x0, x, box).detach().requires_grad_(True)
+        for step in range(self.steps + 1):
+            # ascent steps stay inside the box; only integer offsets need rounding
+            x_eval = env.project(x0, x, box) if step == 0 else env.round(x0, x, box)
+            x_eval = x_eval.detach().requires_grad_(True)
             with torch.enable_grad():
                 obj = self.objective(model, sample, x_eval, nominal)
                 (grad,) = torch.autograd.grad(obj.sum(), x_eval)
             obj = obj.detach()
             if self.direction == "fool":
                 newly = (obj > 0) & ~done
-                best = torch.where(newly.unsqueeze(1), x_eval.detach(), best)
+                best = _rows_from(best, x_eval.detach(), newly)
                 done |= newly
-                grad = torch.where(done.unsqueeze(1), 0.0, grad)
+                grad = grad.masked_fill_(done.unsqueeze(1), 0.0)
             else:
                 better = torch.ones_like(done) if best_obj is None else obj > best_obj
-                best = torch.where(better.unsqueeze(1), x_eval.detach(), best)
+                best = _rows_from(best, x_eval.detach(), better)
                 best_obj = obj if best_obj is None else torch.maximum(best_obj, obj)
-            x = torch.minimum(
-                torch.maximum(x + signed_step(grad, up, down, self.step_size), lo), hi
-            )
+            x = ascend(x, grad, step_up, step_down, box)
         if self.direction == "fool":
             best, flipped = _shrink(model, sample, x0, nominal, best, done, box)
             delta = env.in_sigmas(x0, best).abs()
@@ -94,6 +94,13 @@ class MarginAscent:
             gain = best_obj - self.objective(model, sample, x0, nominal)
         cost = env.in_sigmas(x0, best).abs().sum(1).clamp_min(1e-12)
         return best, best, torch.where(gain > 0, -(gain / cost).double(), torch.inf)
+
+
+def _rows_from(x: torch.Tensor, other: torch.Tensor, take: torch.Tensor) -> torch.Tensor:
+    """``x`` [batch, n] with the rows where ``take`` [batch] replaced by ``other``'s (a new
+    tensor; row copies instead of an elementwise select)."""
+    rows = torch.nonzero(take).flatten()
+    return x.index_copy(0, rows, other.index_select(0, rows))
 
 
 def _extend(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from pytest_hepguard.attacks.base import GradientAttack, Perturbation, signed_step
+from pytest_hepguard.attacks.base import GradientAttack, Perturbation, ascend
 from pytest_hepguard.envelope import Envelope
 from pytest_hepguard.models.base import Model
 
@@ -46,34 +46,40 @@ class PGD(GradientAttack):
         generator: torch.Generator,
     ) -> Perturbation:
         eps = self.epsilon
-        box = envelope.box(x0, eps)
-        lo, hi = box
         up, down = envelope.sigmas(x0)
+        box = envelope.limits(x0, eps * up, eps * down)  # envelope.box, sigmas computed once
+        step_up, step_down = self.step_size * up, self.step_size * down
         x = x0
         if self.random_start:
             u = torch.rand(x0.shape, generator=generator, device=x0.device)
             x = envelope.project(x0, envelope.displace(x0, eps * (2 * u - 1)), box)
-        best_x, best_loss = x0, None
+        best = _Best(x0)
         masked = None
         for step in range(self.steps):
-            x_eval = envelope.project(x0, x, box)
+            # ascent steps stay inside the box; only integer offsets need rounding
+            x_eval = envelope.project(x0, x, box) if step == 0 else envelope.round(x0, x, box)
             grad, loss = self.loss_gradient(model, x_eval, labels, envelope, generator)
             if step == 0:
                 masked = self.masking(grad, envelope.movable(x0))
-            best_x, best_loss = _keep_best(best_x, best_loss, x_eval, loss)
-            x = torch.minimum(
-                torch.maximum(x + signed_step(grad, up, down, self.step_size), lo), hi
-            )
-        x_eval = envelope.project(x0, x, box)
-        best_x, _ = _keep_best(best_x, best_loss, x_eval, self.loss(model, x_eval, labels))
-        return Perturbation(best_x, masked)
+            best.keep(x_eval, loss)
+            x = ascend(x, grad, step_up, step_down, box)
+        x_eval = envelope.round(x0, x, box)
+        best.keep(x_eval, self.loss(model, x_eval, labels))
+        return Perturbation(best.x, masked)
 
 
-def _keep_best(
-    best_x: torch.Tensor, best_loss: torch.Tensor | None, x: torch.Tensor, loss: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per event, keep whichever of ``best_x`` and ``x`` has the higher loss."""
-    if best_loss is None:
-        return x, loss
-    better = loss > best_loss
-    return torch.where(better.unsqueeze(1), x, best_x), torch.where(better, loss, best_loss)
+class _Best:
+    """Per event, the point with the highest loss seen so far (``x0`` until a loss is seen)."""
+
+    def __init__(self, x0: torch.Tensor) -> None:
+        self.x = x0
+        self.loss: torch.Tensor | None = None
+
+    def keep(self, x: torch.Tensor, loss: torch.Tensor) -> None:
+        """Replace the rows where ``loss`` [batch] beats the best so far by ``x``'s rows."""
+        if self.loss is None:
+            self.x, self.loss = x.clone(), loss.clone()
+            return
+        rows = torch.nonzero(loss > self.loss).flatten()  # only the improved rows are copied
+        self.x.index_copy_(0, rows, x.index_select(0, rows))
+        self.loss.index_copy_(0, rows, loss.index_select(0, rows))
