@@ -11,7 +11,7 @@ an int32 label; written in chunks of 10^6 with uproot), the example's uncertaint
 with ``data.path`` pointing at it and the chosen gates (default: every gate of the example but
 the pyhf impact, whose analysis workspace has the example's yields), and
 
-    python -m pytest UNC.yaml --hepguard-model examples/tagger.pt --hepguard-uncertainties UNC.yaml
+    python -m pytest RUN/ --hepguard-model examples/tagger.pt --hepguard-uncertainties RUN/unc.yaml
 
 runs in a fresh process. Its wall time, its peak RSS (``os.wait4``'s ``ru_maxrss`` of that child
 alone) and each check's loop seconds (from ``--hepguard-json``) are reported. Nothing is
@@ -72,14 +72,16 @@ def measure(n: int, workdir: Path, gates: tuple[str, ...] = DEFAULT_GATES) -> di
     """Generate ``n`` events, run the main job on them; wall seconds, peak RSS, check times."""
     data = workdir / f"jets_{n}.root"
     write_s = write_sample(n, data)
-    unc = workdir / f"unc_{n}.yaml"
+    run = workdir / f"run_{n}"  # pytest collects this folder: the gates, nothing else
+    run.mkdir(exist_ok=True)
+    unc = run / "unc.yaml"
     write_uncertainties(data, unc, gates)
     report = workdir / f"report_{n}.json"
     command = [
         sys.executable,
         "-m",
         "pytest",
-        str(unc),
+        str(run),
         "--hepguard-model",
         str(EXAMPLE / "tagger.pt"),
         "--hepguard-uncertainties",

@@ -94,6 +94,7 @@ class Hidden(SampleAttack):
         order = order[np.isfinite(priority[order])]
         x0 = sample.x0.numpy()
         repair = _Repair(x0, lo, hi, valid, sample.feature_of, sample.names, order, limits)
+        del lo, hi  # the repair keeps the movable entries' bounds only
         best: tuple[float, int, np.ndarray, Certificate] | None = None
         cheapest: Certificate | None = None
         for cand in (minimal, extended) if self.direction == "fool" else (minimal,):
@@ -169,12 +170,12 @@ class Hidden(SampleAttack):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per event its candidate point [n, d], the same flip extended to the edge of the box
         [n, d], the priority [n] (lower first; inf: none), and the box bounds lo, hi [n, d] and
-        the movable mask [n, d] (float64 / bool, CPU)."""
+        the movable mask [n, d] (float32 / bool, CPU)."""
         n, d = sample.x0.shape
         cand = np.empty((n, d), dtype=np.float32)
         far = np.empty((n, d), dtype=np.float32)
         priority = np.full(n, np.inf)
-        lo, hi = np.empty((n, d), np.float64), np.empty((n, d), np.float64)
+        lo, hi = np.empty((n, d), np.float32), np.empty((n, d), np.float32)  # the box's dtype
         valid = np.empty((n, d), dtype=bool)
         env = sample.envelope
         for start, stop in sample.batches():
@@ -224,7 +225,7 @@ class _Repair:
         order: np.ndarray,
         limits: ConstraintSpec,
     ) -> None:
-        self.x0, self.lo, self.hi, self.valid = x0, lo, hi, valid
+        self.x0, self.valid = x0, valid
         self.order, self.limits = order, limits
         self.columns = np.flatnonzero(valid.any(0))
         features: dict[str, list[int]] = {}
@@ -294,10 +295,12 @@ class _Marginal:
     ) -> None:
         self.cols = cols
         self.valid = valid[:, cols]
-        self.event = np.nonzero(self.valid)[0]  # the event of each movable entry
+        index = np.int32 if len(x0) < 2**31 else np.int64  # half the memory at 10^7 events
+        self.event = np.nonzero(self.valid)[0].astype(index)  # the event of each entry
         v0 = x0[:, cols][self.valid]
-        self.order = np.argsort(v0, kind="stable")  # entries by nominal value, ties by position
-        self.sorted = v0[self.order].astype(np.float64)
+        # entries by nominal value, ties by position; values, bounds kept in the rows' dtype
+        self.order = np.argsort(v0, kind="stable").astype(index)
+        self.sorted = v0[self.order]
         self.lo, self.hi = lo[:, cols][self.valid], hi[:, cols][self.valid]
 
     def repair(self, x: np.ndarray, fixed_event: np.ndarray) -> None:
@@ -309,7 +312,7 @@ class _Marginal:
         block = x[:, self.cols]
         values = block[self.valid]
         fixed = fixed_event[self.event]
-        removed = np.sort(values[fixed].astype(np.float64))
+        removed = np.sort(values[fixed])
         n = len(self.sorted)
         # supply after each nominal value (a removal counts before an equal nominal value);
         # the i-th cheapest free entry takes the first nominal value with supply >= i
@@ -319,7 +322,6 @@ class _Marginal:
         ranked = self.order[~fixed[self.order]]
         at = np.searchsorted(supplied, np.arange(1, len(ranked) + 1), side="left")
         targets = self.sorted[np.minimum(at, n - 1)]
-        out = values.astype(np.float64)
-        out[ranked] = np.clip(targets, self.lo[ranked], self.hi[ranked])
-        block[self.valid] = out.astype(values.dtype)
+        values[ranked] = np.clip(targets, self.lo[ranked], self.hi[ranked])
+        block[self.valid] = values
         x[:, self.cols] = block
