@@ -43,6 +43,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -181,8 +182,7 @@ def pgd_section(
                     "seconds": t,
                     "floor_event_steps_per_s": n * STEPS / t["floor"],
                     "hepguard_attack_x_floor": t["hepguard_attack"] / t["floor"],
-                    "hepguard_check_x_reference": t["hepguard_check"]
-                    / (t["floor"] + t["forward"]),
+                    "hepguard_check_x_reference": t["hepguard_check"] / (t["floor"] + t["forward"]),
                     "torchattacks_x_floor": t["torchattacks"] / t["floor"],
                     "art_x_floor": t["art"] / t["floor"],
                 }
@@ -401,6 +401,64 @@ def plugin_section(repeat: int) -> dict[str, object]:
 # -- the page --------------------------------------------------------------------------------
 
 
+def summary_table(results: dict[str, object]) -> str:
+    """One row per measurement of this run, beside its target."""
+    out = ["| measurement | this run | target | met |", "|---|---|---|---|"]
+
+    def row(what: str, value: str, target: str, met: bool) -> None:
+        out.append(f"| {what} | {value} | {target} | {'yes' if met else '**no**'} |")
+
+    for r in results.get("pgd", []):  # type: ignore[union-attr]
+        row(
+            f"1. PGD-20, {r['model']}, batch {r['batch']:,}",
+            f"{r['hepguard_attack_x_floor']:.2f} × floor (torchattacks "
+            f"{r['torchattacks_x_floor']:.2f} ×, ART {r['art_x_floor']:.2f} ×)",
+            "≤ 1.05 × floor",
+            r["hepguard_attack_x_floor"] <= 1.05,
+        )
+    for r in results.get("bridge", []):  # type: ignore[union-attr]
+        row(
+            f"2. ONNX bridge fwd+bwd ÷ native torch, {r['model']}",
+            f"{r['ratio']:.2f}",
+            "≤ 1.3",
+            r["ratio"] <= 1.3,
+        )
+    for r in results.get("hidden", []):  # type: ignore[union-attr]
+        share = r["parts"].get("scipy certificate", 0.0) / r["hidden_s"]
+        row(
+            f"3. hidden ÷ PGD, 20 steps, {r['events']:,} events",
+            f"{r['ratio']:.2f} (scipy certificate {share:.0%} of hidden)",
+            "≤ 2, scipy not dominant",
+            r["ratio"] <= 2 and share < 0.5,
+        )
+    rows = results.get("scaling", [])
+    if len(rows) > 1:  # type: ignore[arg-type]
+        # marginal seconds per 10^6 events between consecutive sizes (start-up cancels out)
+        per = [
+            (b["wall_s"] - a["wall_s"]) / (b["events"] - a["events"]) * 1e6  # type: ignore[index]
+            for a, b in pairwise(rows)  # type: ignore[arg-type]
+        ]
+        rss = [r["peak_rss_mib"] for r in rows]  # type: ignore[index,union-attr]
+        sizes = " → ".join(f"{r['events']:.0e}" for r in rows)  # type: ignore[index,union-attr]
+        row(
+            f"4. main job, {sizes} events",
+            f"{' → '.join(f'{p:.0f}' for p in per)} s per extra 10^6 events; peak RSS "
+            f"{' → '.join(f'{m:,.0f}' for m in rss)} MiB",
+            "time linear in N, peak RSS flat",
+            max(per) <= 1.2 * min(per) and max(rss) <= 1.2 * min(rss),
+        )
+    plugin = results.get("plugin")
+    if plugin:
+        added = plugin["added_ms"]  # type: ignore[index]
+        row(
+            "5. plugin installed but unused, collect-only",
+            f"+{added:.0f} ms",
+            "< 50 ms",
+            added < 50,
+        )
+    return "\n".join(out)
+
+
 def write_docs(page: Path, tables: dict[str, str], machine: dict[str, object]) -> None:
     """Replace each ``<!-- perf:SECTION:DEVICE -->`` ... ``<!-- /perf -->`` block of ``page``."""
     text = page.read_text()
@@ -464,6 +522,8 @@ def main(argv: list[str] | None = None) -> None:
                 tables[section] = plugin_overhead.table(rows)
             results[section] = rows
             print(f"\n## {section} ({time.perf_counter() - t0:.0f} s)\n\n{tables[section]}\n")
+    tables["summary"] = summary_table(results)
+    print(f"\n## summary\n\n{tables['summary']}\n")
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"wrote {args.out}")
