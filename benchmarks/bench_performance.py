@@ -295,6 +295,7 @@ class PartTimer:
     def __init__(self, device: torch.device) -> None:
         self.timer = Timer(device)
         self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
         self._undo: list[Callable[[], None]] = []
 
     def wrap(self, owner: object, attr: str, part: str) -> None:
@@ -303,6 +304,7 @@ class PartTimer:
         def timed(*args: object, **kwargs: object) -> object:
             seconds, out = self.timer.time(lambda: original(*args, **kwargs))
             self.seconds[part] = self.seconds.get(part, 0.0) + seconds
+            self.calls[part] = self.calls.get(part, 0) + 1
             return out
 
         setattr(owner, attr, timed)
@@ -349,6 +351,9 @@ def hidden_section(n: int, device: torch.device, repeat: int) -> list[dict[str, 
                 "hidden_s": hid.seconds,
                 "ratio": hid.seconds / pgd.seconds,
                 "parts": parts.seconds,
+                "calls": parts.calls,
+                "kept": hid.details.get("kept"),
+                "candidates": hid.details.get("candidates"),
                 "fooling_rate": hid.fooling_rate,
                 "scipy_import_s": scipy_import_s,
             }
@@ -365,15 +370,19 @@ def hidden_table(rows: list[dict[str, object]]) -> str:
             f"{r['ratio']:.2f}** (target ≤ 2). scipy.stats' first import "
             f"({r['scipy_import_s']:.2f} s, once per session) is timed apart.",
             "",
-            "| part of the hidden check | seconds | share |",
-            "|---|---|---|",
+            "| part of the hidden check | calls | seconds | share |",
+            "|---|---|---|---|",
         ]
         parts = dict(r["parts"])  # type: ignore[arg-type]
         parts["rest (displacement statistics, outputs, bookkeeping)"] = r["hidden_s"] - sum(
             parts.values()
         )
+        calls = dict(r["calls"])  # type: ignore[arg-type]
         for name, seconds in parts.items():
-            out.append(f"| {name} | {seconds:.2f} | {seconds / r['hidden_s']:.0%} |")
+            out.append(
+                f"| {name} | {calls.get(name, '')} | {seconds:.2f} | "
+                f"{seconds / r['hidden_s']:.0%} |"
+            )
     return "\n".join(out)
 
 

@@ -22,7 +22,7 @@ How the constraints are enforced (docs/attacks.md says why this shape):
    the discriminant further in ``up``/``down``; never the wrong way: the nominal sample then)
    is kept.
 4. **The largest certified k.** Bisection on k with the fast in-loop checks
-   (:func:`pytest_hepguard.constraints.fast_violations`), then the scipy certificate
+   (:class:`pytest_hepguard.constraints.FastChecks`), then the scipy certificate
    (:func:`pytest_hepguard.constraints.certify`) on the final sample; k shrinks until scipy
    agrees. When no k >= 1 passes, the attack says so in ``failures`` and returns the nominal
    sample: a result that violates a constraint is never reported as a hidden perturbation.
@@ -38,12 +38,7 @@ import torch
 
 from pytest_hepguard.attacks.base import Sample, SampleAttack, SamplePerturbation
 from pytest_hepguard.attacks.margin import MarginAscent
-from pytest_hepguard.constraints import (
-    Certificate,
-    certify,
-    fast_violations,
-    pairwise_correlation,
-)
+from pytest_hepguard.constraints import Certificate, FastChecks, certify
 from pytest_hepguard.exceptions import AttackError
 from pytest_hepguard.models.base import Model
 from pytest_hepguard.uncertainties import ConstraintSpec
@@ -235,7 +230,7 @@ class _Repair:
         self.names = [names[j] for j in self.columns]
         self._nominal = x0[:, self.columns]
         self._valid = valid[:, self.columns]
-        self._corr_nominal: np.ndarray | None = None
+        self._fast: FastChecks | None = None
         self._marginals = [
             _Marginal(x0, lo, hi, valid, self.columns[group]) for group in self.groups
         ]
@@ -257,17 +252,11 @@ class _Repair:
 
     def violations(self, x: np.ndarray) -> list[str]:
         """The fast in-loop checks of rows ``x`` [n, d] (no scipy)."""
-        if self._corr_nominal is None:
-            self._corr_nominal = pairwise_correlation(self._nominal, self._valid)
-        return fast_violations(
-            self._nominal,
-            x[:, self.columns],
-            self._valid,
-            self.limits,
-            groups=self.groups,
-            corr_nominal=self._corr_nominal,
-            names=self.names,
-        )
+        if self._fast is None:
+            self._fast = FastChecks(
+                self._nominal, self._valid, self.limits, groups=self.groups, names=self.names
+            )
+        return self._fast.violations(x[:, self.columns])
 
     def certificate(self, x: np.ndarray) -> Certificate:
         """scipy's certificate of rows ``x`` [n, d]."""
