@@ -32,6 +32,8 @@ import numpy as np
 import uproot
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples"
 CHUNK = 1_000_000
@@ -150,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import tempfile
 
+    import torch
+    from common import machine_info
+
+    machine = machine_info(torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         rows = []
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(rows[-1]["log_tail"])
     print(table(rows))
     if args.out is not None:
-        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,26 @@ def test_without_fixed_entries_the_nominal_values_come_back() -> None:
         x, np.zeros(50, bool)
     )
     assert np.array_equal(x, x0)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 300, 511, 512, 5000, 400_000])
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.37, 0.999, 1.0])
+def test_the_bisection_finds_the_largest_passing_k(n: int, fraction: float) -> None:
+    from pytest_hepguard.attacks.hidden import BISECTION_TOLERANCE, _largest_passing
+
+    true_k = int(n * fraction)
+    calls: list[int] = []
+
+    def passes(k: int) -> bool:
+        calls.append(k)
+        return k <= true_k
+
+    k = _largest_passing(n, passes)
+    assert k <= true_k  # never a k that fails
+    if n < 512:
+        assert k == true_k  # exact where the example's candidates are
+    else:
+        assert true_k - k <= max(1, n * BISECTION_TOLERANCE)
+    assert len(calls) <= 2 + n.bit_length()
+    if n >= 512 and fraction > 0.3:  # the tolerance saves steps where many flips are kept
+        assert len(calls) <= 11

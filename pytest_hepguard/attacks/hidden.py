@@ -21,7 +21,8 @@ How the constraints are enforced (docs/attacks.md says why this shape):
    that a whole strip of events can swap across the cut. The sample that flips more (or moves
    the discriminant further in ``up``/``down``; never the wrong way: the nominal sample then)
    is kept.
-4. **The largest certified k.** Bisection on k with the fast in-loop checks
+4. **The largest certified k.** Bisection on k (exact below 512 candidates, to 0.4 % above)
+   with the fast in-loop checks
    (:class:`pytest_hepguard.constraints.FastChecks`), then the scipy certificate
    (:func:`pytest_hepguard.constraints.certify`) on the final sample; k shrinks until scipy
    agrees. When no k >= 1 passes, the attack says so in ``failures`` and returns the nominal
@@ -186,13 +187,20 @@ class Hidden(SampleAttack):
         return cand, far, priority, lo, hi, valid
 
 
+#: The bisection on the number of kept flips stops when its interval is below this fraction of
+#: its upper end: exact below 512 candidates, within 0.4 % of the largest passing number above
+#: (8 fast checks instead of 19 at 400,000 candidates, each a sort of every feature).
+BISECTION_TOLERANCE = 1 / 256
+
+
 def _largest_passing(n: int, passes: Callable[[int], bool]) -> int:
     """The largest k in 0..n with ``passes(k)`` by bisection (k = 0, the nominal sample,
-    always passes); assumes passing is, to a good approximation, monotone in k."""
+    always passes), to :data:`BISECTION_TOLERANCE` of k; assumes passing is, to a good
+    approximation, monotone in k."""
     if n == 0 or passes(n):
         return n
     lo, hi = 0, n  # passes(lo), not passes(hi)
-    while hi - lo > 1:
+    while hi - lo > max(1, int(hi * BISECTION_TOLERANCE)):
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if passes(mid) else (lo, mid)
     return lo
