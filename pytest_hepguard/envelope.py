@@ -163,17 +163,38 @@ class Envelope:
         """:meth:`project` of an ``x`` already inside the ``box``: only the integer columns
         change (a new tensor then; ``x`` itself without integer features), so an attack
         step's cost does not grow with the number of float features."""
-        if not self.integer_slices:
-            return x
-        out = x.clone()
-        for c in self.integer_slices:
-            base = x0[:, c]
-            out[:, c] = torch.clamp(base + torch.round(x[:, c] - base), box[0][:, c], box[1][:, c])
-        return out
+        return self.rounding(x0, box)(x)
 
-    def displace(self, x0: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """``x0`` moved by ``delta`` sigmas (per entry, sign chooses the up or down sigma)."""
-        up, down = self.sigmas(x0)
+    def rounding(
+        self, x0: torch.Tensor, box: tuple[torch.Tensor, torch.Tensor]
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`round` for one batch ``x0`` and its ``box``, as a function of ``x``: the
+        integer columns' nominal values and bounds are copied out once, for a loop that rounds
+        every step."""
+        parts = [
+            (c, x0[:, c].contiguous(), box[0][:, c].contiguous(), box[1][:, c].contiguous())
+            for c in self.integer_slices
+        ]
+
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            if not parts:
+                return x
+            out = x.clone()
+            for c, base, lo, hi in parts:
+                out[:, c] = (x[:, c] - base).round_().add_(base).clamp_(lo, hi)
+            return out
+
+        return apply
+
+    def displace(
+        self,
+        x0: torch.Tensor,
+        delta: torch.Tensor,
+        sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``x0`` moved by ``delta`` sigmas (per entry, sign chooses the up or down sigma;
+        ``sigmas``: :meth:`sigmas` of ``x0`` when the caller has them)."""
+        up, down = self.sigmas(x0) if sigmas is None else sigmas
         return x0 + torch.where(delta > 0, delta * up, delta * down)
 
     def contains(self, x0: torch.Tensor, x: torch.Tensor, epsilon: float) -> torch.Tensor:

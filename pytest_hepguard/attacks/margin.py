@@ -62,12 +62,13 @@ class MarginAscent:
         env = sample.envelope
         up, down = env.sigmas(x0)
         step_up, step_down = self.step_size * up, self.step_size * down
+        rounded = env.rounding(x0, box)
         x, best = x0, x0
         done = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
         best_obj: torch.Tensor | None = None
         for step in range(self.steps + 1):
             # ascent steps stay inside the box; only integer offsets need rounding
-            x_eval = env.project(x0, x, box) if step == 0 else env.round(x0, x, box)
+            x_eval = env.project(x0, x, box) if step == 0 else rounded(x)
             x_eval = x_eval.detach().requires_grad_(True)
             with torch.enable_grad():
                 obj = self.objective(model, sample, x_eval, nominal)

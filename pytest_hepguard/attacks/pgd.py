@@ -52,18 +52,19 @@ class PGD(GradientAttack):
         x = x0
         if self.random_start:
             u = torch.rand(x0.shape, generator=generator, device=x0.device)
-            x = envelope.project(x0, envelope.displace(x0, eps * (2 * u - 1)), box)
+            x = envelope.project(x0, envelope.displace(x0, eps * (2 * u - 1), (up, down)), box)
         best = _Best(x0)
+        rounded = envelope.rounding(x0, box)
         masked = None
         for step in range(self.steps):
             # ascent steps stay inside the box; only integer offsets need rounding
-            x_eval = envelope.project(x0, x, box) if step == 0 else envelope.round(x0, x, box)
+            x_eval = envelope.project(x0, x, box) if step == 0 else rounded(x)
             grad, loss = self.loss_gradient(model, x_eval, labels, envelope, generator)
             if step == 0:
                 masked = self.masking(grad, envelope.movable(x0))
             best.keep(x_eval, loss)
             x = ascend(x, grad, step_up, step_down, box)
-        x_eval = envelope.round(x0, x, box)
+        x_eval = rounded(x)
         best.keep(x_eval, self.loss(model, x_eval, labels))
         return Perturbation(best.x, masked)
 
