@@ -153,11 +153,18 @@ def ks_statistic(a: ArrayLike, b: ArrayLike) -> float:
 
 
 def _ks_sorted(xa: FloatArray, xb: FloatArray) -> float:
-    """:func:`ks_statistic` of two samples already sorted."""
-    both = np.concatenate([xa, xb])
-    cdf_a = np.searchsorted(xa, both, side="right") / xa.size
-    cdf_b = np.searchsorted(xb, both, side="right") / xb.size
-    return float(np.max(np.abs(cdf_a - cdf_b)))
+    """:func:`ks_statistic` of two samples already sorted, by one merge: both ECDFs are counted
+    along the merged order and compared after the last of each run of equal values (a stable
+    sort of two sorted runs is a single linear merge; binary searches of every value into
+    10^7 others cost ten times more in cache misses)."""
+    merged = np.concatenate([xa, xb])
+    order = np.argsort(merged, kind="stable")
+    from_a = order < xa.size
+    cdf_a = np.cumsum(from_a) / xa.size
+    cdf_b = np.cumsum(~from_a) / xb.size
+    values = merged[order]
+    last = np.append(values[1:] != values[:-1], True)  # the end of each run of ties
+    return float(np.max(np.abs(cdf_a[last] - cdf_b[last])))
 
 
 def _effective_root_n(n: int, m: int) -> float:
