@@ -466,7 +466,7 @@ def summary_table(results: dict[str, object]) -> str:
         added = plugin["added_ms"]  # type: ignore[index]
         row(
             "5. plugin installed but unused, collect-only",
-            f"+{added:.0f} ms",
+            f"{added:+.0f} ms",
             "< 50 ms",
             added < 50,
         )
