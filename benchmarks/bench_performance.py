@@ -17,7 +17,7 @@ Sections (each prints a Markdown table; ``--write-docs`` puts the tables between
   batch, envelope included), hepguard's whole ``pgd`` check loop (attack, outputs and
   displacement statistics: the floor plus one forward), torchattacks' ``PGD`` and ART's
   ``ProjectedGradientDescentPyTorch``. On a GPU the batch size is hepguard's automatic choice
-  (:func:`pytest_hepguard.batching.auto_batch_size`) beside a fixed 8192.
+  (``Auditor(batch_size=None)``, :mod:`pytest_hepguard.batching`) beside a fixed 8192.
 - ``bridge``: forward + backward (input gradient of the cross-entropy) through hepguard's ONNX
   autograd bridge divided by the same through the native torch module the ONNX file was
   exported from.
@@ -58,7 +58,6 @@ from common import ROOT, Timer, machine_info
 
 from pytest_hepguard.attacks import check_params, get_attack
 from pytest_hepguard.audit import Auditor
-from pytest_hepguard.batching import auto_batch_size
 from pytest_hepguard.models import load_model, resolve_device, wrap_model
 from pytest_hepguard.models.base import Model
 
@@ -147,12 +146,9 @@ def pgd_section(
         assert case.events.labels is not None
         y = torch.from_numpy(case.events.labels.astype(np.int64)).to(device)
         for batch in batches:
-            chosen = batch
-            if batch is None:
-                probe = Auditor(hg_model, case.events, case.uncertainties, batch_size=256)
-                chosen = auto_batch_size(hg_model, x, y, probe.envelope)
-            assert chosen is not None
-            auditor = Auditor(hg_model, case.events, case.uncertainties, batch_size=chosen)
+            # batch None: the Auditor picks it (pytest_hepguard.batching), as the plugin does
+            auditor = Auditor(hg_model, case.events, case.uncertainties, batch_size=batch)
+            chosen = auditor.batch_size
             t = {
                 "floor": timer.best_of(partial(floor, module, x, y, chosen), repeat),
                 "forward": timer.best_of(partial(forward, module, x, chosen), repeat),

@@ -180,7 +180,7 @@ class Auditor:
         n_probe = min(len(events), 256)
         model.probe(self._batch(0, n_probe), uncertainties.decision.output)
         self.batch_size = (
-            auto_batch_size(model, self._batch(0, min(len(events), 4096)))
+            auto_batch_size(model, self._batch(0, min(len(events), 4096)), len(events))
             if batch_size is None
             else int(batch_size)
         )

@@ -65,10 +65,13 @@ def choose_batch_size(
     return best
 
 
-def auto_batch_size(model: Model, x: torch.Tensor, labels: torch.Tensor | None = None) -> int:
-    """The batch size for attacks of ``model`` on its device: :data:`CPU_BATCH` on a CPU; on a
-    GPU, :func:`choose_batch_size` timing input gradients on ``x`` [m, n_features] (nominal
-    rows, tiled to each trial size) with ``labels`` [m] (class 0 when None)."""
+def auto_batch_size(
+    model: Model, x: torch.Tensor, n_events: int, labels: torch.Tensor | None = None
+) -> int:
+    """The batch size for attacks of ``model`` on its device over a sample of ``n_events``:
+    :data:`CPU_BATCH` on a CPU; on a GPU, :func:`choose_batch_size` timing input gradients on
+    ``x`` [m, n_features] (nominal rows, tiled to each trial size) with ``labels`` [m] (class 0
+    when None), never beyond the sample."""
     device = model.device
     if device.type != "cuda":
         return CPU_BATCH
@@ -99,4 +102,4 @@ def auto_batch_size(model: Model, x: torch.Tensor, labels: torch.Tensor | None =
             return None
         return start.elapsed_time(stop) / 1e3, torch.cuda.max_memory_allocated(device) / total
 
-    return choose_batch_size(step, n_events=2**62)
+    return choose_batch_size(step, n_events=n_events)

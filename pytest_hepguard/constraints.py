@@ -25,7 +25,7 @@ Only numpy is imported here; scipy is imported inside :func:`certify`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,11 +34,6 @@ from numpy.typing import ArrayLike, NDArray
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
-
-#: ``(nominal values [k], perturbed values [k]) -> (KS statistic, p-value)``
-KsTest = Callable[[FloatArray, FloatArray], tuple[float, float]]
-#: ``(nominal values [k], perturbed values [k], bins) -> JS distance``
-JsdMeasure = Callable[[FloatArray, FloatArray, int], float]
 
 # A variance below this fraction of the (centred) second moment is rounding noise: zero.
 _ZERO_VARIANCE_RTOL = 1e-9
@@ -364,21 +359,18 @@ def _feature_checks(
     valid: BoolArray,
     names: Sequence[str],
     groups: Sequence[Sequence[int]] | None,
-    ks_test: KsTest | None,
-    jsd: JsdMeasure | None,
     bins: int,
 ) -> list[FeatureCheck]:
-    """The marginal checks of every feature with at least 2 valid entries; a measure given as
-    ``None`` is not computed (nan)."""
+    """scipy's marginal checks (:func:`_scipy_ks`, :func:`_scipy_jsd`) of every feature with
+    at least 2 valid entries."""
     checks = []
     for name, cols in _feature_columns(names, groups):
         mask = valid[:, cols]
         a, b = nominal[:, cols][mask], perturbed[:, cols][mask]
         if a.size < 2:
             continue
-        ks, pvalue = ks_test(a, b) if ks_test is not None else (math.nan, math.nan)
-        distance = jsd(a, b, bins) if jsd is not None else math.nan
-        checks.append(FeatureCheck(name, int(a.size), ks, pvalue, distance))
+        ks, pvalue = _scipy_ks(a, b)
+        checks.append(FeatureCheck(name, int(a.size), ks, pvalue, _scipy_jsd(a, b, bins)))
     return checks
 
 
@@ -484,9 +476,7 @@ def certify(
     correlation check uses the unpooled columns (:func:`pairwise_correlation`).
     """
     nom, pert, mask = _arrays(nominal, perturbed, valid, names)
-    features = _feature_checks(
-        nom, pert, mask, names, groups, _scipy_ks, _scipy_jsd, limits.jsd_bins
-    )
+    features = _feature_checks(nom, pert, mask, names, groups, limits.jsd_bins)
     corr = _corr_change(pairwise_correlation(nom, mask), pairwise_correlation(pert, mask), names)
     return Certificate(
         features=features,

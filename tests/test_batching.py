@@ -73,7 +73,7 @@ def test_on_a_cpu_the_batch_is_fixed_without_measuring() -> None:
         return torch.softmax(x[:, :2], 1)
 
     model = wrap_model(module, torch.device("cpu"), "toy")
-    assert auto_batch_size(model, torch.zeros(10, 3)) == CPU_BATCH
+    assert auto_batch_size(model, torch.zeros(10, 3), n_events=10**6) == CPU_BATCH
     assert calls == []
 
 
@@ -112,3 +112,19 @@ def test_a_bad_batch_size_stops_pytest_with_the_reason(tmp_path) -> None:
     assert done.returncode == 4, done.stdout + done.stderr
     assert "--hepguard-batch-size" in done.stderr
     assert "expected a positive number of events or auto, not '0'" in done.stderr
+
+
+def test_the_auditor_picks_the_cpu_batch_when_none_is_given() -> None:
+    from pathlib import Path
+
+    from pytest_hepguard.audit import Auditor
+    from pytest_hepguard.events import load_events
+    from pytest_hepguard.models import load_model
+    from pytest_hepguard.uncertainties import load_uncertainties
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    unc = load_uncertainties(examples / "unc.yaml")
+    events = load_events(examples / "jets.root", unc.feature_names, label="label", tree="Events")
+    model = load_model(examples / "tagger.pt", torch.device("cpu"))
+    assert Auditor(model, events, unc, batch_size=None).batch_size == CPU_BATCH
+    assert Auditor(model, events, unc, batch_size=1000).batch_size == 1000
