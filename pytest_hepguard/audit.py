@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -135,6 +135,18 @@ class _Perturbed:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What an auditor of one chunk of a larger sample takes from the whole sample (a chunked
+    audit, :mod:`pytest_hepguard.distributed`): the chunk's first event in the whole sample
+    (random draws are keyed to global batch positions), the ``std`` envelopes' standard
+    deviations [n_features] and the decision with the working-point cut of the whole sample."""
+
+    offset: int
+    feature_std: np.ndarray
+    decision: Decision | None  # None: the chunk's own (no working-point cut of the whole)
+
+
 class Auditor:
     """Audits one model on one sample under one uncertainty model.
 
@@ -152,6 +164,8 @@ class Auditor:
             perturbed)`` with the perturbed rows [n, n_features] and the nominal and perturbed
             class probabilities [n, n_classes] (``--hepguard-save-perturbed``); the perturbed
             rows of each check are kept in memory only when it is given.
+        reference: for a chunk of a larger sample, its position and what the whole sample
+            fixes (None: the events are the whole sample).
     """
 
     def __init__(
@@ -164,6 +178,7 @@ class Auditor:
         batch_size: int | None = CPU_BATCH,
         progress: Callable[[str, int, int], None] | None = None,
         on_perturbed: Callable[[str, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+        reference: Reference | None = None,
     ) -> None:
         self.layout = layout = Layout(uncertainties)
         events = layout.flatten(events)
@@ -174,6 +189,7 @@ class Auditor:
             )
         self.model, self.events, self.uncertainties = model, events, uncertainties
         self.seed = int(seed)
+        self.offset = 0 if reference is None else int(reference.offset)
         self.progress = progress
         self.device = model.device
         model.bind(layout)
@@ -188,7 +204,11 @@ class Auditor:
         padded = (
             layout.padded(torch.from_numpy(events.features)).numpy() if layout.multi_input else None
         )
-        std = feature_std(events.features, layout.specs, layout.feature_of, padded)
+        std = (
+            feature_std(events.features, layout.specs, layout.feature_of, padded)
+            if reference is None
+            else reference.feature_std
+        )
         self.envelope = Envelope(
             layout.specs,
             std,
@@ -201,8 +221,12 @@ class Auditor:
         decision = Decision.resolve(uncertainties.decision, model.n_classes, model.output_kind)
         nominal = model.probabilities(raw).numpy()
         disc = decision.discriminant_of(torch.from_numpy(nominal)).numpy()
-        self.decision = decision.with_efficiency_cut(
-            uncertainties.decision, disc, self.labels, events.weights
+        if reference is None:
+            decision = decision.with_efficiency_cut(
+                uncertainties.decision, disc, self.labels, events.weights
+            )
+        self.decision = (
+            decision if reference is None or reference.decision is None else (reference.decision)
         )
         frozen = frozen_by_preprocess(uncertainties)
         if frozen:
@@ -226,9 +250,7 @@ class Auditor:
         self._saved: set[str] = set()
         #: perturbed probabilities [n, n_classes] per check key (templates are built from them)
         self._probs_of: dict[tuple[str, tuple[tuple[str, object], ...]], np.ndarray] = {}
-        self._templates: dict[
-            PyhfSpec, tuple[Templates, dict[tuple[str, str], CheckResult]]
-        ] = {}
+        self._templates: dict[PyhfSpec, tuple[Templates, dict[tuple[str, str], CheckResult]]] = {}
 
     # -- data movement -------------------------------------------------------------------------
 
@@ -268,7 +290,12 @@ class Auditor:
 
     # -- checks --------------------------------------------------------------------------------
 
-    def _generator(self, key: str) -> torch.Generator:
+    def _generator(self, key: str, start: int = 0) -> torch.Generator:
+        """The generator of ``key`` for the events from local index ``start``: keyed to their
+        position in the whole sample, so that a chunked audit draws what one process draws."""
+        at = self.offset + start
+        if at:
+            key = f"{key}@{at}"
         gen = torch.Generator(device=self.device)
         gen.manual_seed((self.seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63))
         return gen
@@ -293,7 +320,7 @@ class Auditor:
         """Run one attack over every event (batch by batch, or on the whole sample for the
         attacks that need it) and gather what the metrics need."""
         attack = get_attack(attack_name, params)
-        gen = self._generator(f"{attack_name}:{sorted(params.items())}")
+        key = f"{attack_name}:{sorted(params.items())}"
         self._sync()
         t0 = time.perf_counter()
         if isinstance(attack, SampleAttack):
@@ -301,7 +328,7 @@ class Auditor:
             if self.progress is not None:
                 progress = self.progress
                 sample.progress = lambda done, total: progress(attack_name, done, total)
-            whole = attack.perturb_sample(self.model, sample, gen)
+            whole = attack.perturb_sample(self.model, sample, self._generator(key))
             pairs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = (
                 (self._batch(s, s + self.batch_size), self._rows(whole.x, s), None)
                 for s in self._batches()
@@ -318,7 +345,9 @@ class Auditor:
             for s in self._batches():
                 x0 = self._batch(s, s + self.batch_size)
                 labels = self._attack_labels(s, s + len(x0), self.nominal_probs[s : s + len(x0)])
-                pert = attack.perturb(self.model, x0, labels, self.envelope, gen)
+                pert = attack.perturb(
+                    self.model, x0, labels, self.envelope, self._generator(key, s)
+                )
                 yield x0, pert.x, pert.zero_gradient
 
         return self._accumulate(batches(), float(params["epsilon"]), attack_name, t0)
@@ -379,27 +408,7 @@ class Auditor:
     def _per_feature(
         self, pert: _Perturbed
     ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The displacement statistics of ``pert`` per feature: a multi-input model's row
-        entries of one feature (its constituents) pooled (max of the maxima, sums of the
-        rest). Returns names, max, sum of |delta|, movable count, moved count, and the number
-        of row entries of each feature."""
-        order = list(dict.fromkeys(self.layout.feature_of))
-        index = np.array([order.index(f) for f in self.layout.feature_of])
-        max_disp = np.zeros(len(order))
-        np.maximum.at(max_disp, index, pert.max_disp)
-
-        def pooled(values: np.ndarray) -> np.ndarray:
-            return np.bincount(index, weights=values, minlength=len(order))
-
-        size = np.bincount(index, minlength=len(order))
-        return (
-            order,
-            max_disp,
-            pooled(pert.sum_abs_disp),
-            pooled(pert.n_movable),
-            pooled(pert.n_moved),
-            size,
-        )
+        return per_feature(self.layout.feature_of, pert)
 
     def _groups(self) -> dict[str, np.ndarray]:
         """Event masks per true class (for histograms), or all events without labels."""
@@ -480,7 +489,7 @@ class Auditor:
             failures=list(measured.failures),
             warnings=list(measured.warnings),
         )
-        _judge(result)
+        judge(result)
         self._save(result.name, (attack, tuple(sorted(params.items()))))
         return result
 
@@ -567,32 +576,17 @@ class Auditor:
             for sign, label in ((1.0, "up"), (-1.0, "down")):
                 pert = self._shifted(lambda s, x0, g=group, t=sign * eps: g.shift(x0, t))
                 variations.append((group.name, label, self._result("systematic", params, pert)))
-        rates = self._correlated_draws(groups, int(params["draws"]), eps)
-        name, label, worst = max(variations, key=lambda v: v[2].fooling_rate)
-        mean = float(np.mean(rates))
-        return replace(
-            worst,
-            seconds=time.perf_counter() - t0,
-            random_fooling_rate=mean,
-            random_fooling_rate_err=float(np.std(rates, ddof=1)) if len(rates) > 1 else 0.0,
-            random_fooling_rate_correct=math.nan,
-            details={
-                "worst_variation": f"{name} {label}",
-                "variations": [
-                    {"group": g, "shift": lab, **_variation_numbers(r)} for g, lab, r in variations
-                ],
-                "correlated": {
-                    "draws": len(rates),
-                    "fooling_rate_mean": mean,
-                    "fooling_rate_max": float(np.max(rates)),
-                    "fooling_rates": [float(r) for r in rates],
-                },
-            },
-        )
+        rates = [
+            fooling_rate(self.nominal_decisions, decisions, self.events.weights).value
+            for decisions in self.correlated_decisions(groups, int(params["draws"]), eps)
+        ]
+        return systematic_result(params, variations, rates, time.perf_counter() - t0)
 
-    def _correlated_draws(self, groups: list[Group], draws: int, eps: float) -> list[float]:
-        """Fooling rates of ``draws`` samples with theta ~ N(0, C) * eps for all groups at
-        once (one theta per sample, or per event for per-event groups)."""
+    def correlated_decisions(
+        self, groups: list[Group], draws: int, eps: float
+    ) -> Iterator[np.ndarray]:
+        """Decisions [n_events] of ``draws`` samples with theta ~ N(0, C) * eps for all groups
+        at once (one theta per sample, or per event for per-event groups)."""
         n_groups = len(groups)
         corr = (
             np.asarray(self.uncertainties.group_correlation())
@@ -602,21 +596,19 @@ class Auditor:
         vals, vecs = np.linalg.eigh(corr)
         root = torch.as_tensor(vecs * np.sqrt(np.clip(vals, 0, None)), dtype=torch.float32)
         per_event = torch.tensor([g.per_event for g in groups])
-        gen = self._generator(f"systematic-draws:{eps}")
-        rates = []
-        for _ in range(draws):
-            z_sample = torch.randn(n_groups, generator=gen, device=self.device)
+        key = f"systematic-draws:{eps}"
+        z_samples = torch.randn(draws, n_groups, generator=self._generator(key, -self.offset))
+        for d in range(draws):
 
-            def theta(s: int, x0: torch.Tensor, z_sample: torch.Tensor = z_sample) -> torch.Tensor:
+            def theta(s: int, x0: torch.Tensor, d: int = d) -> torch.Tensor:
+                gen = self._generator(f"{key}:{d}", s)
                 z = torch.randn(len(x0), n_groups, generator=gen, device=self.device)
-                z = torch.where(per_event.to(self.device), z, z_sample)
+                z = torch.where(per_event.to(self.device), z, z_samples[d].to(self.device))
                 th = eps * z @ root.to(self.device).T
                 return correlated_shift(groups, x0, th)
 
             pert = self._shifted(theta)
-            decisions = self.decision.decide(torch.from_numpy(pert.probs)).numpy()
-            rates.append(fooling_rate(self.nominal_decisions, decisions, self.events.weights).value)
-        return rates
+            yield self.decision.decide(torch.from_numpy(pert.probs)).numpy()
 
     def _scan(self, params: dict[str, object]) -> CheckResult:
         """The hidden attack over a grid of epsilon x ks_max beside random noise and PGD; the
@@ -807,6 +799,64 @@ class Auditor:
         return {**details, "radius": radius_summary(radius, groups, self.events.weights)}
 
 
+def per_feature(
+    feature_of: Sequence[str], pert: _Perturbed
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The displacement statistics of ``pert`` per feature: a multi-input model's row entries
+    of one feature (its constituents, ``feature_of`` names the feature of each row entry)
+    pooled (max of the maxima, sums of the rest). Returns names, max, sum of |delta|, movable
+    count, moved count, and the number of row entries of each feature."""
+    order = list(dict.fromkeys(feature_of))
+    index = np.array([order.index(f) for f in feature_of])
+    max_disp = np.zeros(len(order))
+    np.maximum.at(max_disp, index, pert.max_disp)
+
+    def pooled(values: np.ndarray) -> np.ndarray:
+        return np.bincount(index, weights=values, minlength=len(order))
+
+    size = np.bincount(index, minlength=len(order))
+    return (
+        order,
+        max_disp,
+        pooled(pert.sum_abs_disp),
+        pooled(pert.n_movable),
+        pooled(pert.n_moved),
+        size,
+    )
+
+
+def systematic_result(
+    params: dict[str, object],
+    variations: list[tuple[str, str, CheckResult]],
+    rates: list[float],
+    seconds: float,
+) -> CheckResult:
+    """The ``systematic`` check from its variations ``(group, up/down, result)`` and the
+    fooling rates of its correlated draws: the numbers of the variation with the highest
+    fooling rate, the draws' mean as its random baseline."""
+    name, label, worst = max(variations, key=lambda v: v[2].fooling_rate)
+    mean = float(np.mean(rates))
+    return replace(
+        worst,
+        seconds=seconds,
+        random_fooling_rate=mean,
+        random_fooling_rate_err=float(np.std(rates, ddof=1)) if len(rates) > 1 else 0.0,
+        random_fooling_rate_correct=math.nan,
+        details={
+            "worst_variation": f"{name} {label}",
+            "variations": [
+                {"group": g, "shift": lab, **_variation_numbers(r)} for g, lab, r in variations
+            ],
+            "correlated": {
+                "draws": len(rates),
+                "fooling_rate_mean": mean,
+                "fooling_rate_max": float(np.max(rates)),
+                "fooling_rates": [float(r) for r in rates],
+            },
+        },
+    )
+
+
 #: The numbers of one systematic variation in the report's table.
 VARIATION_NUMBERS = (
     "fooling_rate",
@@ -825,7 +875,7 @@ def _variation_numbers(result: CheckResult) -> dict[str, object]:
     return {key: getattr(result, key) for key in VARIATION_NUMBERS}
 
 
-def _judge(result: CheckResult) -> None:
+def judge(result: CheckResult) -> None:
     """Fill ``failures`` from the limits and ``warnings`` from the sanity checks."""
     if result.envelope_violations:
         result.failures.append(

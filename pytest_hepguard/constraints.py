@@ -274,11 +274,24 @@ def pairwise_correlation(x: ArrayLike, valid: ArrayLike) -> FloatArray:
     off the diagonal; the diagonal is 1.
     """
     xs, mask = _centred(x, valid)
-    v = mask.astype(np.float64)
-    counts = v.T @ v
-    sums = xs.T @ v  # sums[i, j]: sum of x_i over the events where i and j are valid
-    cross = xs.T @ xs
-    squares = (xs * xs).T @ v
+    return correlation_from_sums(*moment_sums(xs, mask))
+
+
+def moment_sums(
+    xs: FloatArray, valid: BoolArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The pairwise-complete moment sums [d, d] of centred columns ``xs`` [n, d] (0 where not
+    ``valid``): counts ``V^T V``, sums ``X^T V`` (sums[i, j]: of x_i where i and j are valid),
+    cross sums ``X^T X`` and squares ``(X^2)^T V``. They add up over chunks of events."""
+    v = valid.astype(np.float64)
+    return v.T @ v, xs.T @ v, xs.T @ xs, (xs * xs).T @ v
+
+
+def correlation_from_sums(
+    counts: FloatArray, sums: FloatArray, cross: FloatArray, squares: FloatArray
+) -> FloatArray:
+    """The correlation matrix [d, d] of :func:`pairwise_correlation` from its moment sums
+    (:func:`moment_sums`)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = cross - sums * sums.T / counts
         var = squares - sums * sums / counts  # var[i, j]: of x_i over the common events

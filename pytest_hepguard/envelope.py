@@ -24,6 +24,60 @@ from pytest_hepguard.uncertainties import FeatureSpec
 _INT_TOL = 1e-6
 
 
+#: Events per block of the moments behind ``std`` envelopes: the sample's standard deviations
+#: are merged from blocks of this many events in order, so a chunked audit (chunks a multiple of
+#: it) gets the same floats as one process.
+MOMENT_BLOCK = 65536
+
+
+def feature_moments(
+    features: np.ndarray,
+    specs: Sequence[FeatureSpec],
+    feature_of: Sequence[str] | None = None,
+    padded: np.ndarray | None = None,
+    block: int = MOMENT_BLOCK,
+) -> np.ndarray:
+    """Count, mean and summed squared deviation [n_blocks, 3, n_features] of each ``std``
+    feature's values in consecutive blocks of ``block`` events of ``features`` [n_events,
+    n_features], sentinels excluded, the columns of one feature (``feature_of``) pooled without
+    their ``padded`` entries (Bool [n_events, n_features]); 0 for the other features."""
+    groups: dict[str, list[int]] = {}
+    for j, spec in enumerate(specs):
+        if spec.kind == "std" and not spec.frozen:
+            groups.setdefault(spec.name if feature_of is None else feature_of[j], []).append(j)
+    starts = range(0, max(len(features), 1), block)
+    out = np.zeros((len(starts), 3, len(specs)), dtype=np.float64)
+    for b, start in enumerate(starts):
+        rows = slice(start, start + block)
+        for cols in groups.values():
+            values = features[rows][:, cols].astype(np.float64)
+            values = values.ravel() if padded is None else values[~padded[rows][:, cols]]
+            sentinels = specs[cols[0]].sentinels
+            if sentinels:
+                values = values[~np.isin(values, np.asarray(sentinels, dtype=np.float64))]
+            if values.size:
+                mean = values.sum() / values.size
+                dev = values - mean
+                out[b, :, cols] = (values.size, mean, np.sum(dev * dev))
+    return out
+
+
+def std_from_moments(moments: np.ndarray) -> np.ndarray:
+    """Standard deviations [n_features] of blocks' moments [n_blocks, 3, n_features] (from
+    :func:`feature_moments`), merged in block order (Chan et al.); fewer than two values give
+    0 (the feature cannot move)."""
+    n, mean, m2 = moments[0].copy()
+    for nb, mb, m2b in moments[1:]:
+        total = n + nb
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = mb - mean
+            share = np.where(total > 0, nb / np.maximum(total, 1), 0.0)
+            mean = np.where(nb > 0, mean + delta * share, mean)
+            m2 = np.where(nb > 0, m2 + m2b + delta * delta * n * share, m2)
+        n = total
+    return np.where(n > 1, np.sqrt(m2 / np.maximum(n, 1)), 0.0)
+
+
 def feature_std(
     features: np.ndarray,
     specs: Sequence[FeatureSpec],
@@ -37,21 +91,9 @@ def feature_std(
     only, 0 for the others. Columns that belong to the same feature (``feature_of``: the
     constituents of a multi-input model's per-constituent feature) are pooled, without their
     ``padded`` entries (Bool [n_events, n_features]). Fewer than two values give 0 (the feature
-    cannot move).
+    cannot move). Merged from blocks of :data:`MOMENT_BLOCK` events (numpy's ``std`` below it).
     """
-    groups: dict[str, list[int]] = {}
-    for j, spec in enumerate(specs):
-        if spec.kind == "std" and not spec.frozen:
-            groups.setdefault(spec.name if feature_of is None else feature_of[j], []).append(j)
-    out = np.zeros(len(specs), dtype=np.float64)
-    for cols in groups.values():
-        values = features[:, cols].astype(np.float64)
-        values = values.ravel() if padded is None else values[~padded[:, cols]]
-        sentinels = specs[cols[0]].sentinels
-        if sentinels:
-            values = values[~np.isin(values, np.asarray(sentinels, dtype=np.float64))]
-        out[cols] = values.std() if values.size > 1 else 0.0
-    return out
+    return std_from_moments(feature_moments(features, specs, feature_of, padded))
 
 
 class Envelope:

@@ -130,6 +130,12 @@ class _Request:
     stop: int | None  # read at most this many events (None: all)
     tree: str | None
     constituents: dict[str, tuple[int, float]] = field(default_factory=dict)
+    start: int = 0  # the first event (entry) read
+
+    @property
+    def end(self) -> int | None:
+        """The entry after the last one to read (None: to the end of the file)."""
+        return None if self.stop is None else self.start + self.stop
 
     def what(self, column: str) -> str:
         """``"feature 'x'"``, ``"label column 'y'"``, ... for messages."""
@@ -317,9 +323,10 @@ def _check_lengths(req: _Request, lengths: dict[str, int]) -> int:
 
 
 def _slices(n: int, req: _Request) -> Iterator[slice]:
-    """Consecutive slices of at most ``chunk_size`` rows over the first ``stop`` of ``n``."""
-    end = n if req.stop is None else min(n, req.stop)
-    for start in range(0, end, req.chunk_size):
+    """Consecutive slices of at most ``chunk_size`` rows over ``stop`` rows of ``n`` from
+    ``start``."""
+    end = n if req.end is None else min(n, req.end)
+    for start in range(req.start, end, req.chunk_size):
         yield slice(start, min(start + req.chunk_size, end))
 
 
@@ -499,8 +506,19 @@ def _read_parquet(req: _Request) -> Iterator[Chunk]:
         _require_columns(req, schema.names)
         for c in req.columns:
             _check_verdict(req, c, _arrow_verdict(schema.field(c).type))
-        seen = 0
-        for batch in pf.iter_batches(batch_size=req.chunk_size, columns=list(req.columns)):
+        seen, first, skip = 0, 0, req.start
+        while first < pf.num_row_groups and skip >= pf.metadata.row_group(first).num_rows:
+            skip -= pf.metadata.row_group(first).num_rows
+            first += 1
+        batches = pf.iter_batches(
+            batch_size=req.chunk_size,
+            columns=list(req.columns),
+            row_groups=range(first, pf.num_row_groups),
+        )
+        for whole in batches:
+            batch, skip = whole.slice(skip), max(skip - whole.num_rows, 0)
+            if not batch.num_rows:
+                continue
             chunk: Chunk = {}
             for c in req.columns:
                 col = batch.column(c)
@@ -618,6 +636,12 @@ def _root_tree(req: _Request, file: Any) -> Any:
     return file[name]
 
 
+def root_tree(path: Path, file: Any, tree: str | None) -> Any:
+    """The TTree (or RNTuple) ``tree`` of an open ROOT ``file``, or its only one (DataError
+    naming ``path`` otherwise)."""
+    return _root_tree(_Request(path, (), {}, 1, None, tree), file)
+
+
 def _root_verdict(branch: Any) -> _Verdict:
     """Verdict on a TTree branch or an RNTuple field."""
     detail = f"ROOT type {branch.typename}"
@@ -685,13 +709,21 @@ def _read_root(req: _Request) -> Iterator[Chunk]:
             _check_verdict(req, c, _root_verdict(tree[c]), f" in tree {tree.name!r}")
         if not req.constituents:
             yield from tree.iterate(
-                list(req.columns), step_size=req.chunk_size, entry_stop=req.stop, library="np"
+                list(req.columns),
+                step_size=req.chunk_size,
+                entry_start=req.start,
+                entry_stop=req.end,
+                library="np",
             )
             return
         import awkward as ak
 
         for arrays in tree.iterate(
-            list(req.columns), step_size=req.chunk_size, entry_stop=req.stop, library="ak"
+            list(req.columns),
+            step_size=req.chunk_size,
+            entry_start=req.start,
+            entry_stop=req.end,
+            library="ak",
         ):
             yield {
                 c: _ragged_awkward(req, c, arrays[c])
@@ -972,6 +1004,7 @@ def load_events(
     tree: str | None = None,
     max_events: int | None = None,
     chunk_size: int = 200_000,
+    entry_start: int = 0,
 ) -> Events:
     """Read the features (and labels, weights, padded per-constituent columns) of the first
     ``max_events`` events of a file.
@@ -992,9 +1025,11 @@ def load_events(
         weight: the event-weight column (negative weights allowed); None for unit weights.
         tree: the TTree/RNTuple of a ROOT file (None: the file's only one), or the group / compound
             dataset of an HDF5 file (None: the file root). Ignored for other formats.
-        max_events: read only the first N events in file order (None: all).
+        max_events: read only the first N events in file order from ``entry_start`` (None: all).
         chunk_size: events read per chunk; only one chunk of the file's columns is held at once
             beyond the result.
+        entry_start: the first event read (0-based entry of the file; a distributed audit reads
+            one file/entry range per task).
 
     Returns:
         The :class:`Events`; ``features`` float32, ``labels`` int64, ``weights`` float64,
@@ -1025,6 +1060,10 @@ def load_events(
             raise DataError(f"{path}: max_events must be >= 1, got {max_events}")
         if max_events == 0:
             raise DataError(f"{path}: no events: max_events=0 asks for none; give N >= 1 or None")
+    if isinstance(entry_start, bool) or not isinstance(entry_start, (int, np.integer)):
+        raise DataError(f"{path}: entry_start must be an integer, got {entry_start!r}")
+    if entry_start < 0:
+        raise DataError(f"{path}: entry_start must be >= 0, got {entry_start}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if chunk_size < 1:
@@ -1066,6 +1105,7 @@ def load_events(
         stop=None if max_events is None else int(max_events),
         tree=tree,
         constituents=specs,
+        start=int(entry_start),
     )
     out = _Assembler(req, features, lab, weight)
     with contextlib.closing(_guarded(req, fmt, reader(req))) as chunks:
