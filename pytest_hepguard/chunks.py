@@ -15,6 +15,7 @@ import glob
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,17 +93,18 @@ def describe_file(path: Path, tree: str | None) -> FileInfo:
         if suffix == ".root":
             import uproot
 
-            from pytest_hepguard.events import root_tree
+            from pytest_hepguard.events import _root_verdict, root_tree
 
             with uproot.open(path) as file:
                 t = root_tree(path, file, tree)
-                columns = {k: str(t[k].typename) for k in t.keys()}
+                columns = {k: _shape(_root_verdict(t[k]), t[k].typename) for k in t.keys()}
                 return FileInfo(path, int(t.num_entries), columns)
         import pyarrow.parquet as pq
 
+        from pytest_hepguard.events import _arrow_verdict
+
         with pq.ParquetFile(path) as pf:
-            schema = pf.schema_arrow
-            columns = {f.name: str(f.type) for f in schema}
+            columns = {f.name: _shape(_arrow_verdict(f.type), f.type) for f in pf.schema_arrow}
             return FileInfo(path, int(pf.metadata.num_rows), columns)
     except DataError:
         raise
@@ -110,11 +112,18 @@ def describe_file(path: Path, tree: str | None) -> FileInfo:
         raise DataError(f"{path}: cannot read it ({type(exc).__name__}: {exc})") from exc
 
 
+def _shape(verdict: Any, typename: object) -> str:
+    """What a column is for the audit: one number, a list of numbers per event, or neither."""
+    kind = {"scalar": "one number", "list": "a list of numbers"}.get(verdict.shape, "nested")
+    return f"{kind if verdict.numeric else 'not numeric'} per event ({typename})"
+
+
 def describe_files(
     files: Sequence[Path], needed: Sequence[str], tree: str | None
 ) -> list[FileInfo]:
     """:func:`describe_file` of every file; raises DataError naming every file that lacks a
-    needed column, or holds it with another type than the first file."""
+    needed column, or holds it in another shape than the first file (one number vs a list per
+    event; numeric types may differ, every value is read as float32)."""
     infos = [describe_file(Path(f), tree) for f in files]
     first = infos[0]
     problems = []
@@ -126,7 +135,7 @@ def describe_files(
             problems.append(f"{info.path} lacks {', '.join(map(repr, missing))}{also}")
             continue
         for c in needed:
-            if c in first.columns and info.columns[c] != first.columns[c]:
+            if c in first.columns and _kind(info.columns[c]) != _kind(first.columns[c]):
                 problems.append(
                     f"{info.path} holds {c!r} as {info.columns[c]}, {first.path} as "
                     f"{first.columns[c]}"
@@ -139,6 +148,10 @@ def describe_files(
     if sum(i.entries for i in infos) == 0:
         raise DataError(f"{first.path}: no events in any of the {len(infos)} data files")
     return infos
+
+
+def _kind(shape: str) -> str:
+    return shape.split(" (", 1)[0]
 
 
 def plan_chunks(
@@ -192,6 +205,53 @@ def load_chunk(
     if len(parts) == 1:
         return parts[0]
     return concatenate(parts)
+
+
+def needed_columns(
+    feature_names: Sequence[str],
+    constituents: Mapping[str, tuple[int, float]] | None,
+    label: str | Sequence[str] | None,
+    weight: str | None,
+) -> list[str]:
+    """Every column an audit reads: features, per-constituent columns, labels, weights."""
+    needed = [*feature_names, *(constituents or {})]
+    needed += [label] if isinstance(label, str) else list(label or ())
+    return needed + ([weight] if weight else [])
+
+
+def load_sample(
+    path: str | Path,
+    feature_names: Sequence[str],
+    *,
+    constituents: Mapping[str, tuple[int, float]] | None = None,
+    label: str | Sequence[str] | None = None,
+    weight: str | None = None,
+    tree: str | None = None,
+    max_events: int | None = None,
+) -> Events:
+    """The events of one data file (any format :func:`load_events` reads), or of the ROOT or
+    Parquet files of a folder or glob concatenated in name order; the first ``max_events``."""
+    files = data_files(path)
+    if len(files) == 1 and files[0] == Path(path):
+        return load_events(
+            path,
+            feature_names,
+            constituents=constituents,
+            label=label,
+            weight=weight,
+            tree=tree,
+            max_events=max_events,
+        )
+    infos = describe_files(files, needed_columns(feature_names, constituents, label, weight), tree)
+    (chunk,) = plan_chunks(infos, sum(i.entries for i in infos), max_events)
+    return load_chunk(
+        chunk.pieces,
+        feature_names,
+        constituents=constituents,
+        label=label,
+        weight=weight,
+        tree=tree,
+    )
 
 
 def concatenate(parts: Sequence[Events]) -> Events:

@@ -36,7 +36,14 @@ from pytest_hepguard.audit import (
     per_feature,
     systematic_result,
 )
-from pytest_hepguard.chunks import Chunk, data_files, describe_files, load_chunk, plan_chunks
+from pytest_hepguard.chunks import (
+    Chunk,
+    data_files,
+    describe_files,
+    load_chunk,
+    needed_columns,
+    plan_chunks,
+)
 from pytest_hepguard.constraints import _feature_columns
 from pytest_hepguard.envelope import MOMENT_BLOCK, std_from_moments
 from pytest_hepguard.exceptions import AttackError, HepguardError
@@ -338,6 +345,35 @@ def _hidden_summary(
     return s
 
 
+def window_cut(hist: np.ndarray, efficiency: float) -> tuple[int, int]:
+    """The fine bins ``lo`` .. ``hi`` that hold the cut of ``efficiency`` on a weighted signal
+    histogram [FINE_BINS + 2]: ``hi`` is the highest bin with at least that share of the weight
+    at or above it, ``lo`` the highest non-empty bin below it (or ``hi``); the best cut is a value
+    in ``hi`` or the highest value in ``lo``."""
+    total = float(hist.sum())
+    above = np.cumsum(hist[::-1])[::-1]  # weight at or above each bin
+    hi = int(np.flatnonzero(above >= efficiency * total - 1e-12 * total).max(initial=0))
+    lower = np.flatnonzero(hist[:hi] != 0)
+    return (int(lower.max()) if lower.size else hi), hi
+
+
+def cut_from_window(
+    hist: np.ndarray, lo: int, hi: int, values: np.ndarray, weights: np.ndarray, efficiency: float
+) -> float:
+    """:func:`~pytest_hepguard.metrics.cut_for_efficiency` of the whole sample from the signal
+    events in fine bins ``lo`` .. ``hi`` (``values``, ``weights``) and the histogram: the weight
+    below and above the window stands in as one event on each side, which can never be the best
+    cut, so the result is the whole sample's."""
+    from pytest_hepguard.metrics import cut_for_efficiency
+
+    below, beyond = float(hist[:lo].sum()), float(hist[hi + 1 :].sum())
+    scores = np.concatenate(
+        [[values.min() - 1.0] if below else [], values, [values.max() + 1.0] if beyond else []]
+    )
+    w = np.concatenate([[below] if below else [], weights, [beyond] if beyond else []])
+    return cut_for_efficiency(scores, w, efficiency)
+
+
 # ---------------------------------------------------------------------------------------------
 # Executors: where the chunks run
 
@@ -507,11 +543,9 @@ class ChunkedAudit:
         self.uncertainties, self.executor, self.progress = uncertainties, executor, progress
         self.layout = Layout(uncertainties)
         per_event, constituents = uncertainties.data_columns()
-        needed = [*per_event, *constituents]
-        label = uncertainties.data.label
-        needed += [label] if isinstance(label, str) else list(label or ())
-        needed += [uncertainties.data.weight] if uncertainties.data.weight else []
-        infos = describe_files(data_files(data), needed, uncertainties.data.tree)
+        data_spec = uncertainties.data
+        needed = needed_columns(per_event, constituents, data_spec.label, data_spec.weight)
+        infos = describe_files(data_files(data), needed, data_spec.tree)
         self.chunks = plan_chunks(infos, chunk_events, max_events)
         self.n_events = sum(c.n for c in self.chunks)
         self.jobs = [
@@ -520,6 +554,7 @@ class ChunkedAudit:
         ]
         self.gates = list(gates)
         self._cache: dict[Key, CheckResult] = {}
+        self._failed: DistributedError | None = None
         self._nominal()
 
     # -- passes ------------------------------------------------------------------------------
@@ -556,7 +591,6 @@ class ChunkedAudit:
         """The decision with the whole sample's working-point cut (exactly the one-process cut:
         the fine histogram finds the bins that hold it, their events decide)."""
         from pytest_hepguard.decision import Decision
-        from pytest_hepguard.metrics import cut_for_efficiency
 
         unc = self.uncertainties
         decision = parts[0].decision
@@ -571,22 +605,13 @@ class ChunkedAudit:
             raise HepguardError(
                 "decision.working_point.efficiency: the sample has no signal events"
             )
-        above = np.cumsum(hist[::-1])[::-1]  # weight at or above each bin
-        b = int(np.flatnonzero(above >= wp.efficiency * total - 1e-12 * total).max(initial=0))
-        lower = np.flatnonzero(hist[:b] != 0)
-        lo = int(lower.max()) if lower.size else b
+        lo, hi = window_cut(hist, wp.efficiency)
         values, weights = zip(
-            *self._pass("cut", cut_window, [(j, n_columns, lo, b) for j in self.jobs]),
+            *self._pass("cut", cut_window, [(j, n_columns, lo, hi) for j in self.jobs]),
             strict=True,
         )
         d, w = np.concatenate(values), np.concatenate(weights)
-        below = float(hist[:lo].sum())
-        beyond = float(hist[b + 1 :].sum())
-        edges = [d.min() - 1.0] if below else []
-        extra = [d.max() + 1.0] if beyond else []
-        scores = np.concatenate([edges, d, extra])
-        ws = np.concatenate([[below] if below else [], w, [beyond] if beyond else []])
-        cut = cut_for_efficiency(scores, ws, wp.efficiency)
+        cut = cut_from_window(hist, lo, hi, d, w, wp.efficiency)
         note = f"cut {cut:.6g} gives signal efficiency {wp.efficiency:g} on nominal input"
         return Decision(
             decision.n_classes,
@@ -646,6 +671,15 @@ class ChunkedAudit:
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if not todo:
             return
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._pass_checks(todo)
+        except DistributedError as exc:
+            self._failed = exc  # later checks fail with it rather than resubmit every chunk
+            raise
+
+    def _pass_checks(self, todo: list[Key]) -> None:
         reference = Reference(0, self.feature_std, self.decision)
         args = [
             (job, replace(reference, offset=job.chunk.start), todo, self.bins) for job in self.jobs

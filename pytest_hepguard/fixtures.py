@@ -61,8 +61,9 @@ def hepguard_uncertainties(pytestconfig: pytest.Config) -> UncertaintyModel:
 def hepguard_events(
     pytestconfig: pytest.Config, hepguard_uncertainties: UncertaintyModel
 ) -> Events:
-    """The sample: ``--hepguard-data`` or ``data.path``; the first ``--hepguard-events`` N."""
-    from pytest_hepguard.events import load_events
+    """The sample: ``--hepguard-data`` or ``data.path`` (a file, or a folder or glob of ROOT or
+    Parquet files read one after the other); the first ``--hepguard-events`` N."""
+    from pytest_hepguard.chunks import load_sample
 
     state = _state(pytestconfig)
     unc = hepguard_uncertainties
@@ -73,7 +74,7 @@ def hepguard_events(
                 f"{unc.source}: no data: give --hepguard-data or data.path in the uncertainty file"
             )
         per_event, constituents = unc.data_columns()
-        return load_events(
+        return load_sample(
             path,
             per_event,
             constituents=constituents or None,
@@ -109,16 +110,21 @@ def hepguard_model(pytestconfig: pytest.Config, hepguard_uncertainties: Uncertai
 @pytest.fixture(scope="session")
 def hepguard_auditor(
     pytestconfig: pytest.Config,
-    hepguard_model: Any,
-    hepguard_events: Events,
+    request: pytest.FixtureRequest,
     hepguard_uncertainties: UncertaintyModel,
 ) -> Auditor:
-    """The auditor over the model, sample and uncertainty file; nominal outputs computed once."""
+    """The auditor over the model, sample and uncertainty file; nominal outputs computed once.
+    With ``--hepguard-dask`` a :class:`~pytest_hepguard.distributed.ChunkedAudit` (``run``,
+    ``run_gate``, ``decision``) auditing the sample chunk by chunk on the cluster."""
     from pytest_hepguard.audit import Auditor
     from pytest_hepguard.models import resolve_device, wrap_model
     from pytest_hepguard.progress import terminal_progress
 
     settings = _state(pytestconfig).settings
+    if settings.dask:
+        return _chunked_audit(pytestconfig, request, hepguard_uncertainties)
+    hepguard_model = request.getfixturevalue("hepguard_model")
+    hepguard_events = request.getfixturevalue("hepguard_events")
     try:
         device = getattr(hepguard_model, "device", None) or resolve_device(settings.device)
         model = wrap_model(hepguard_model, device, settings.model or "hepguard_model fixture")
@@ -133,6 +139,51 @@ def hepguard_auditor(
         )
     except HepguardError as exc:
         _fatal(pytestconfig, exc)
+        raise
+
+
+def _chunked_audit(
+    config: pytest.Config, request: pytest.FixtureRequest, unc: UncertaintyModel
+) -> Any:
+    """The ChunkedAudit of ``--hepguard-dask``; the cluster is released after the session."""
+    from pytest_hepguard.batching import CPU_BATCH
+    from pytest_hepguard.distributed import CHUNK_EVENTS, ChunkedAudit, connect
+    from pytest_hepguard.progress import ClusterProgress, terminal_writer
+
+    settings = _state(config).settings
+    writer = terminal_writer(config)
+    try:
+        if settings.model is None:
+            raise HepguardError(
+                "--hepguard-dask: the workers load the model from --hepguard-model (a file or "
+                "package.module:callable); a hepguard_model fixture cannot travel to them"
+            )
+        path = settings.data_path(unc)
+        if path is None:
+            raise HepguardError(
+                f"{unc.source}: no data: give --hepguard-data or data.path in the uncertainty file"
+            )
+        executor = connect(settings.dask, settings.dask_timeout)  # type: ignore[arg-type]
+        request.addfinalizer(executor.close)
+        if writer is not None:
+            link = f", dashboard {executor.dashboard}" if executor.dashboard else ""
+            writer[0](f"\nhepguard: auditing on {executor.description}{link}\n")
+        return ChunkedAudit(
+            model=settings.model,
+            device=settings.device,
+            uncertainties=unc,
+            data=path,
+            executor=executor,
+            seed=settings.seed,
+            batch_size=settings.batch_size or CPU_BATCH,
+            chunk_events=settings.chunk_events or CHUNK_EVENTS,
+            max_events=settings.events,
+            gradient_free=settings.gradient_free,
+            progress=None if writer is None else ClusterProgress(*writer),
+            gates=unc.gates,
+        )
+    except HepguardError as exc:
+        _fatal(config, exc)
         raise
 
 

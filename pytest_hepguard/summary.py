@@ -244,9 +244,10 @@ def merged_certificate(
 ) -> tuple[Certificate, float]:
     """The certificate of the merged sample, and the largest KS binning error bound.
 
-    Per feature the KS statistic is evaluated at every quantile edge and just below it, which is
-    exact for values sitting on edges (integer features) and low by at most the largest mass
-    strictly inside one bin otherwise; the certificate uses the upper bound (statistic + that
+    Per feature the KS statistic is evaluated at every quantile edge and just below the next;
+    inside a bin the ECDF difference moves by the two samples' masses strictly inside it, so the
+    exact statistic exceeds the evaluated one by at most the smaller of them (0 where values sit
+    on edges, as integer features do, or where one sample has none inside); the certificate uses the upper bound (statistic + that
     mass) and its asymptotic p-value, so a pass is a pass of the exact test. The JS distance is
     the single-process one (equal-width bins over the whole nominal range); the correlations are
     exact up to float64 rounding of the moment sums.
@@ -264,7 +265,8 @@ def merged_certificate(
         through = np.cumsum(edge + inside, axis=1) / total[:, None]  # F just below next edge
         at = (np.cumsum(edge + inside, axis=1) - inside) / total[:, None]  # F at each edge
         d = float(max(np.abs(through[0] - through[1]).max(), np.abs(at[0] - at[1]).max()))
-        bound = float((inside / total[:, None]).max())
+        share = inside / total[:, None]
+        bound = float(np.minimum(share[0], share[1]).max())
         worst_bound = max(worst_bound, bound)
         upper = min(d + bound, 1.0)
         p = js / js.sum(1, keepdims=True)
