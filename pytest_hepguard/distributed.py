@@ -749,7 +749,13 @@ class ChunkedAudit:
         ]
         total = parts[0].sum_w
         rates = [float(f) / total for f in merged.draws[key]]
-        return systematic_result(params, variations, rates, sum(s.seconds for s in parts))
+        result = systematic_result(params, variations, rates, sum(s.seconds for s in parts))
+        bounds = [v[2].details["binning"] for v in variations]
+        binning = {
+            **bounds[0],
+            **{k: max(b[k] for b in bounds) for k in ("auc_error_bound", "output_ks_error_bound")},
+        }
+        return replace(result, details={**result.details, "binning": binning})
 
     def _result(
         self,

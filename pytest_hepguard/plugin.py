@@ -8,8 +8,10 @@ fixture is used. Without ``--hepguard-uncertainties`` (or its ini mirror) the pl
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +20,11 @@ from pytest_hepguard import fixtures
 from pytest_hepguard.exceptions import HepguardError
 from pytest_hepguard.session import (
     COUNTEREXAMPLE_PROPERTY,
+    FATAL_OUTPUT,
     RESULT_PROPERTY,
     STATE_KEY,
     STRATEGY_SOURCE,
+    WRITTEN_PROPERTY,
     build_state,
 )
 
@@ -138,6 +142,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "auto (default) = ci when the CI environment variable is set",
     )
     group.addoption(
+        "--hepguard-dask",
+        metavar="SCHEDULER|local:N",
+        help="audit chunk by chunk on a Dask cluster: a scheduler address (tcp://host:8786) or "
+        "local:N for N worker processes on this machine (needs pytest-hepguard[dask])",
+    )
+    group.addoption(
+        "--hepguard-dask-timeout",
+        type=_positive(float),
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the Dask scheduler to answer (default 30)",
+    )
+    group.addoption(
+        "--hepguard-chunk-events",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="events per chunk of a --hepguard-dask audit (default 262144; a multiple of 65536 "
+        "and of the batch size)",
+    )
+    group.addoption(
         "--hepguard-force",
         action="store_true",
         help="overwrite existing output files that hepguard did not write (never input files)",
@@ -159,7 +184,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"hepguard: {exc}") from exc
     config.stash[STATE_KEY] = state
     STRATEGY_SOURCE.reset(state.uncertainties)
-    config.pluginmanager.register(ResultCollector(state), "hepguard-results")
+    collector = ResultCollector(state, worker=_is_worker(config))
+    config.pluginmanager.register(collector, "hepguard-results")
     if state.settings.active:
         config.addinivalue_line("python_files", "robustness_*.py")
         config.addinivalue_line("python_functions", "robustness_*")
@@ -287,12 +313,51 @@ def _reproducible_properties(config: pytest.Config, items: list[pytest.Item]) ->
         hypothesis.seed(seed)(item.obj)
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker (the controller writes the reports and the summary)."""
+    return hasattr(config, "workerinput")
+
+
 class ResultCollector:
     """Gathers the checks' numbers and the property tests' counterexamples from test reports,
-    where they arrive from xdist workers too."""
+    where they arrive from pytest-xdist workers too, and on the xdist controller the files the
+    workers wrote during their tests (``--hepguard-pyhf``, ``--hepguard-save-perturbed``).
 
-    def __init__(self, state: Any) -> None:
+    Each list is kept in collection order (the gates in the order of the uncertainty file, then
+    the tests; several entries of one test in the order it made them), not in the order reports
+    arrive: with ``-n N`` the workers finish in any order, and the reports must list what a
+    serial run lists.
+    """
+
+    def __init__(self, state: Any, worker: bool = False) -> None:
         self.state = state
+        self.worker = worker
+        #: node id -> place in the collection (serial: the items; xdist: the workers' node ids)
+        self.position: dict[str, int] = {}
+        self._arrived = 0
+        self._keys: dict[str, list[tuple[int, int]]] = {}
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._set_order(item.nodeid for item in session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """pytest-xdist: the controller collects nothing; every worker sends its node ids, in
+        the same order (xdist refuses workers that collected differently)."""
+        self._set_order(ids)
+
+    def _set_order(self, nodeids: Iterable[str]) -> None:
+        if not self.position:
+            self.position = {nodeid: i for i, nodeid in enumerate(nodeids)}
+
+    def _insert(self, kind: str, nodeid: str, value: Any) -> None:
+        """Put ``value`` into ``state.<kind>`` at its test's place in the collection order."""
+        self._arrived += 1
+        key = (self.position.get(nodeid, len(self.position)), self._arrived)
+        keys = self._keys.setdefault(kind, [])
+        index = bisect.bisect_right(keys, key)
+        keys.insert(index, key)
+        getattr(self.state, kind).insert(index, value)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -301,25 +366,63 @@ class ResultCollector:
             if key == RESULT_PROPERTY:
                 entry = json.loads(value)
                 entry["outcome"] = report.outcome
-                self.state.results.append(entry)
+                self._insert("results", report.nodeid, entry)
             elif key == COUNTEREXAMPLE_PROPERTY:
-                self.state.counterexamples.append(json.loads(value))
+                self._insert("counterexamples", report.nodeid, json.loads(value))
+            elif key == WRITTEN_PROPERTY and not self.worker:
+                option, path = json.loads(value)
+                self._insert("written", report.nodeid, (option, Path(path)))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """pytest-xdist controller: a worker stopped by bad input (see
+        :func:`pytest_runtest_protocol`; xdist prints its message) stops the run with exit code 4
+        and nothing written."""
+        if (getattr(node, "workeroutput", None) or {}).get(FATAL_OUTPUT):
+            self.state.fatal = True
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """After a test body: its last broken property (hypothesis replays the minimal example
-    last) travels to the report as a counterexample."""
-    yield
+    last) travels to the report as a counterexample; in a pytest-xdist worker, so do the files
+    the test wrote (the controller lists them in its summary)."""
     state = item.config.stash.get(STATE_KEY, None)
-    found = state.pending.pop(item.nodeid, None) if state is not None else None
+    before = len(state.written) if state is not None else 0
+    yield
+    if state is None:
+        return
+    found = state.pending.pop(item.nodeid, None)
     if found is not None:
         item.user_properties.append((COUNTEREXAMPLE_PROPERTY, json.dumps(found)))
+    if _is_worker(item.config):
+        for option, path in state.written[before:]:
+            item.user_properties.append((WRITTEN_PROPERTY, json.dumps([option, str(path)])))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """In a pytest-xdist worker, bad input (a hepguard fixture's ``pytest.exit``, exit code 4)
+    would crash the controller with an INTERNALERROR (pytest-xdist cannot stop on a worker's
+    ``pytest.exit``): the worker stops like ``-x`` instead, and hands the message to the
+    controller, which stops the run with it and exit code 4."""
+    outcome = yield
+    config = item.config
+    error = outcome.excinfo[1] if outcome.excinfo is not None else None
+    state = config.stash.get(STATE_KEY, None)
+    if not isinstance(error, pytest.exit.Exception) or not _is_worker(config):
+        return
+    if state is None or not state.fatal:
+        return
+    message = str(error.msg)
+    config.workeroutput[FATAL_OUTPUT] = message  # type: ignore[attr-defined]
+    item.session.shouldstop = message
+    outcome.force_result(True)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash[STATE_KEY]
-    if hasattr(config, "workerinput") or not (state.results or state.counterexamples):
+    if _is_worker(config) or not (state.results or state.counterexamples):
         return
     from pytest_hepguard.report.terminal import counterexample_lines, summary_lines
 
@@ -341,9 +444,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     state = config.stash.get(STATE_KEY, None)
-    if state is None or hasattr(config, "workerinput") or not state.settings.active:
+    if state is None or _is_worker(config) or not state.settings.active:
         return
-    if state.fatal or exitstatus == pytest.ExitCode.USAGE_ERROR:
+    if state.fatal:
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR  # also when an xdist worker stopped
+        return
+    if exitstatus == pytest.ExitCode.USAGE_ERROR:
         return
     if not (state.results or state.counterexamples):
         return
@@ -351,6 +457,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     if write_outputs(state) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An option type: a positive ``kind`` (int or float)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+        return value
+
+    return parse
 
 
 def _batch_size(text: str) -> int | None:

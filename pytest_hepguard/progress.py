@@ -2,7 +2,7 @@
 
 On an interactive terminal a bar is redrawn in place once a check has run for ``delay``
 seconds; in non-interactive logs (CI) one line is written when such a check ends; under ``-q``
-nothing is written.
+nothing is written, nor in pytest-xdist workers (``-n N``).
 """
 
 from __future__ import annotations
@@ -56,13 +56,16 @@ class Progress:
             self._start, self._drawn = None, False
 
 
-def terminal_progress(config: Any) -> Progress | None:
-    """A :class:`Progress` writing to pytest's terminal, or None under ``-q`` or without one."""
+def terminal_writer(config: Any) -> tuple[Callable[[str], None], bool] | None:
+    """A function writing to pytest's real terminal (outside output capture) and whether that
+    is a TTY; None under ``-q``, without a terminal, or in a pytest-xdist worker (whose output
+    would only garble the controller's terminal, or be lost)."""
+    if hasattr(config, "workerinput"):
+        return None
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capman = config.pluginmanager.get_plugin("capturemanager")
     if reporter is None or config.get_verbosity() < 0:
         return None
-    interactive = bool(getattr(reporter, "isatty", False))
 
     def write(text: str) -> None:
         if capman is None:
@@ -72,4 +75,26 @@ def terminal_progress(config: Any) -> Progress | None:
             reporter.write(text)
             reporter.flush()
 
-    return Progress(write, interactive)
+    return write, bool(getattr(reporter, "isatty", False))
+
+
+def terminal_progress(config: Any) -> Progress | None:
+    """A :class:`Progress` writing to pytest's terminal (see :func:`terminal_writer`)."""
+    writer = terminal_writer(config)
+    return None if writer is None else Progress(*writer)
+
+
+class ClusterProgress:
+    """``progress(pass_name, done, total, events_per_second)`` of a chunked audit: chunks done
+    of the total and the events per second so far, redrawn in place on a TTY, one line per
+    pass in logs."""
+
+    def __init__(self, write: Callable[[str], None], interactive: bool) -> None:
+        self.write, self.interactive = write, interactive
+
+    def __call__(self, name: str, done: int, total: int, rate: float) -> None:
+        text = f"hepguard {name}: {done}/{total} chunks, {rate:,.0f} events/s"
+        if self.interactive:
+            self.write(f"\r{text}" + ("\n" if done >= total else ""))
+        elif done >= total:
+            self.write(text + "\n")

@@ -207,9 +207,7 @@ class Properties:
             property=name,
             event=int(event),
             label=label,
-            change=dict(
-                change.sigmas if isinstance(change, Displacement) else change.theta
-            ),
+            change=dict(change.sigmas if isinstance(change, Displacement) else change.theta),
             kind="displacement" if isinstance(change, Displacement) else "nuisance shift",
             discriminant_before=float(out.discriminant_before[0]),
             discriminant_after=float(out.discriminant_after[0]),

@@ -19,6 +19,11 @@ if TYPE_CHECKING:  # the plugin imports this module in every pytest run: keep it
 RESULT_PROPERTY = "hepguard_result"
 #: The user_properties key of a property test's minimal counterexample.
 COUNTEREXAMPLE_PROPERTY = "hepguard_counterexample"
+#: The user_properties key of a file a pytest-xdist worker wrote during a test (``[option,
+#: path]``), listed in the controller's terminal summary.
+WRITTEN_PROPERTY = "hepguard_written"
+#: The ``workeroutput`` key of the message of bad input that stopped a pytest-xdist worker.
+FATAL_OUTPUT = "hepguard_fatal"
 
 
 @dataclass
@@ -69,6 +74,9 @@ class Settings:
     bins: str | None = None
     pyhf: Path | None = None
     pyhf_patch: Path | None = None
+    dask: str | None = None  # scheduler address or local:N (--hepguard-dask)
+    dask_timeout: float = 30.0
+    chunk_events: int | None = None  # None: pytest_hepguard.distributed.CHUNK_EVENTS
 
     @property
     def active(self) -> bool:
@@ -116,6 +124,9 @@ class Settings:
             bins=config.getoption("hepguard_bins"),
             pyhf=path("hepguard_pyhf"),
             pyhf_patch=path("hepguard_pyhf_patch"),
+            dask=config.getoption("hepguard_dask"),
+            dask_timeout=config.getoption("hepguard_dask_timeout"),
+            chunk_events=config.getoption("hepguard_chunk_events"),
         )
 
     def outputs(self) -> dict[str, Path]:
@@ -178,6 +189,7 @@ def build_state(config: pytest.Config) -> State:
         if settings.compare:
             asked.append("--hepguard-compare")
         for option, given in (
+            ("--hepguard-dask", settings.dask),
             ("--hepguard-pyhf", settings.pyhf),
             ("--hepguard-pyhf-patch", settings.pyhf_patch),
             ("--hepguard-bins", settings.bins),

@@ -147,9 +147,9 @@ def perturbations(
 
     def build() -> st.SearchStrategy[Any]:
         specs = _chosen(_model(uncertainties), features)
-        one = st.fixed_dictionaries(
-            {s.name: _feature_strategy(s, epsilon) for s in specs}
-        ).map(Displacement)
+        one = st.fixed_dictionaries({s.name: _feature_strategy(s, epsilon) for s in specs}).map(
+            Displacement
+        )
         return one if size is None else st.tuples(*([one] * size))
 
     return st.deferred(build)
@@ -250,9 +250,7 @@ def _cholesky(matrix: list[list[float]]) -> list[list[float]]:
     return low
 
 
-def events(
-    label: str | int | None = None, near_cut: float | None = None
-) -> st.SearchStrategy[int]:
+def events(label: str | int | None = None, near_cut: float | None = None) -> st.SearchStrategy[int]:
     """Indices of events of the running session's sample, shrinking toward the first: all, or
     those of class ``label`` (a class name of ``decision.classes`` or an index), and with
     ``near_cut`` only those whose nominal discriminant is within ``near_cut`` of the

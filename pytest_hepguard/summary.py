@@ -247,8 +247,9 @@ def merged_certificate(
     Per feature the KS statistic is evaluated at every quantile edge and just below the next;
     inside a bin the ECDF difference moves by the two samples' masses strictly inside it, so the
     exact statistic exceeds the evaluated one by at most the smaller of them (0 where values sit
-    on edges, as integer features do, or where one sample has none inside); the certificate uses the upper bound (statistic + that
-    mass) and its asymptotic p-value, so a pass is a pass of the exact test. The JS distance is
+    on edges, as integer features do, or where one sample has none inside); the certificate
+    uses the upper bound (statistic + that bound) and its asymptotic p-value, so a pass is a
+    pass of the exact test. The JS distance is
     the single-process one (equal-width bins over the whole nominal range); the correlations are
     exact up to float64 rounding of the moment sums.
     """

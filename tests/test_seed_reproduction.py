@@ -66,9 +66,7 @@ def test_landscape_check_in_the_report(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     unc = load_uncertainties(ROOT / "examples" / "unc.yaml")
     per_event, _ = unc.data_columns()
-    events = load_events(
-        unc.data.path, per_event, label="label", tree="Events", max_events=2000
-    )
+    events = load_events(unc.data.path, per_event, label="label", tree="Events", max_events=2000)
     device = torch.device("cpu")
     model = wrap_model(load_model(str(ROOT / "examples" / "tagger.pt"), device), device, "x")
     auditor = Auditor(model, events, unc)

@@ -69,9 +69,7 @@ def test_split_into_normsys_and_shape_histosys() -> None:
 def test_without_split_one_histosys_carries_everything() -> None:
     sig = _sample("sig", [10, 20, 30, 40], signal=True)
     up, down = np.array([12.0, 22, 33, 43]), np.array([9.0, 18, 27, 36])
-    t = build_templates(
-        EDGES, [sig], [Variation("v", {"sig": up}, {"sig": down})], normsys=False
-    )
+    t = build_templates(EDGES, [sig], [Variation("v", {"sig": up}, {"sig": down})], normsys=False)
     (mod,) = t.modifiers
     assert mod.normsys is None
     np.testing.assert_array_equal(mod.histosys[0], up)
@@ -113,9 +111,7 @@ def test_lint_warnings_name_the_bins() -> None:
     assert any("up and down are identical" in w for w in t.warnings)
     assert any("up changes the normalisation by +15.0%" in w for w in t.warnings)
     small = np.array([104.0, 100, 100, 96])  # same-way below the stat error: no warning
-    t = build_templates(
-        EDGES, [sig], [Variation("v", {"sig": small}, {"sig": small[::-1].copy()})]
-    )
+    t = build_templates(EDGES, [sig], [Variation("v", {"sig": small}, {"sig": small[::-1].copy()})])
     assert not any("same way" in w for w in t.warnings)
 
 
