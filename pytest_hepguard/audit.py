@@ -225,9 +225,9 @@ class Auditor:
             decision = decision.with_efficiency_cut(
                 uncertainties.decision, disc, self.labels, events.weights
             )
-        self.decision = (
-            decision if reference is None or reference.decision is None else (reference.decision)
-        )
+        elif reference.decision is not None:
+            decision = reference.decision
+        self.decision = decision
         frozen = frozen_by_preprocess(uncertainties)
         if frozen:
             note = f"frozen (in preprocess.json, no envelope declared): {', '.join(frozen)}"

@@ -61,3 +61,26 @@ def test_model_fixture_override_example(tmp_path) -> None:
     assert "PASSED" in proc.stdout and "unc.yaml::fgsm" in proc.stdout
     assert "model outputs read as logits" in proc.stdout
     assert (tmp_path / "weights.pt").read_bytes() == before
+
+
+def test_chunked_audit_example_of_docs_scale() -> None:
+    """docs/scale.md's ChunkedAudit script prints the one-process pgd fooling rate."""
+    from pytest_hepguard.audit import Auditor
+    from pytest_hepguard.events import load_events
+    from pytest_hepguard.models import load_model
+    from pytest_hepguard.uncertainties import load_uncertainties
+
+    script = _block(ROOT / "docs" / "scale.md", "# chunked.py")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    unc = load_uncertainties(ROOT / "examples" / "unc.yaml")
+    events = load_events(
+        ROOT / "examples" / "jets.root", unc.feature_names, label="label", tree="Events"
+    )
+    torch.set_num_threads(1)
+    auditor = Auditor(load_model(ROOT / "examples" / "tagger.pt", torch.device("cpu")), events, unc)
+    pgd = auditor.run("pgd", epsilon=1.0, steps=5)
+    assert f"pgd fooling rate {pgd.fooling_rate:.4f}, AUC {pgd.auc_nominal:.4f}" in proc.stdout
+    assert "'auc_error_bound'" in proc.stdout
