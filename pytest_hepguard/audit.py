@@ -27,6 +27,8 @@ from pytest_hepguard.events import Events
 from pytest_hepguard.exceptions import AttackError, DataError
 from pytest_hepguard.layout import Layout
 from pytest_hepguard.metrics import (
+    OutputShift,
+    Rate,
     discriminant_histograms,
     fooling_rate,
     output_shift,
@@ -147,7 +149,53 @@ class Reference:
     decision: Decision | None  # None: the chunk's own (no working-point cut of the whole)
 
 
-class Auditor:
+class CheckRunner:
+    """``run`` and ``run_gate`` of an auditor: each check is measured once per session
+    (``_measure``), then named and judged against its gate's limits."""
+
+    def _measure(self, attack: str, params: dict[str, object]) -> CheckResult:
+        raise NotImplementedError
+
+    def _params(self, attack: str, params: dict[str, object]) -> dict[str, object]:
+        """The complete parameters the check runs with."""
+        return params
+
+    def _ran(self, name: str, attack: str, params: dict[str, object]) -> None:
+        """Called after a check was run under ``name``."""
+
+    def run(
+        self,
+        attack: str,
+        *,
+        name: str | None = None,
+        limits: dict[str, float] | None = None,
+        **params: object,
+    ) -> CheckResult:
+        """Run ``attack`` with ``params`` (``epsilon`` in sigmas, ...) over every event.
+
+        ``limits`` (keys of ``GATE_LIMITS``) turn the check into a gate: exceeded limits are
+        listed in ``result.failures``. An identical attack (same parameters) runs once per
+        session; later calls reuse its numbers under their own name and limits.
+        """
+        params = self._params(attack, check_params(attack, params))
+        measured = self._measure(attack, params)
+        result = replace(
+            measured,
+            name=name or attack,
+            limits=dict(limits or {}),
+            failures=list(measured.failures),
+            warnings=list(measured.warnings),
+        )
+        judge(result)
+        self._ran(result.name, attack, params)
+        return result
+
+    def run_gate(self, gate: GateSpec) -> CheckResult:
+        """Run one ``gates:`` entry of the uncertainty file."""
+        return self.run(gate.attack, name=gate.name, limits=gate.limits, **gate.params)
+
+
+class Auditor(CheckRunner):
     """Audits one model on one sample under one uncertainty model.
 
     Args:
@@ -405,11 +453,6 @@ class Auditor:
             rows=torch.cat(rows).numpy() if rows else None,
         )
 
-    def _per_feature(
-        self, pert: _Perturbed
-    ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return per_feature(self.layout.feature_of, pert)
-
     def _groups(self) -> dict[str, np.ndarray]:
         """Event masks per true class (for histograms), or all events without labels."""
         if self.labels is None:
@@ -463,39 +506,14 @@ class Auditor:
                 self._cache[key] = self._result(attack, params, pert, baseline)
         return self._cache[key]
 
-    def run(
-        self,
-        attack: str,
-        *,
-        name: str | None = None,
-        limits: dict[str, float] | None = None,
-        **params: object,
-    ) -> CheckResult:
-        """Run ``attack`` with ``params`` (``epsilon`` in sigmas, ...) over every event.
-
-        ``limits`` (keys of ``GATE_LIMITS``) turn the check into a gate: exceeded limits are
-        listed in ``result.failures``. An identical attack (same parameters) runs once per
-        session; later calls reuse its numbers under their own name and limits.
-        """
-        params = check_params(attack, params)
+    def _params(self, attack: str, params: dict[str, object]) -> dict[str, object]:
         if not self.model.differentiable and params.get("gradient") == "exact":
             # a forward-only model (--hepguard-gradient-free): the user opted in to estimates
-            params = check_params(attack, {**params, "gradient": "spsa"})
-        measured = self._measure(attack, params)
-        result = replace(
-            measured,
-            name=name or attack,
-            limits=dict(limits or {}),
-            failures=list(measured.failures),
-            warnings=list(measured.warnings),
-        )
-        judge(result)
-        self._save(result.name, (attack, tuple(sorted(params.items()))))
-        return result
+            return check_params(attack, {**params, "gradient": "spsa"})
+        return params
 
-    def run_gate(self, gate: GateSpec) -> CheckResult:
-        """Run one ``gates:`` entry of the uncertainty file."""
-        return self.run(gate.attack, name=gate.name, limits=gate.limits, **gate.params)
+    def _ran(self, name: str, attack: str, params: dict[str, object]) -> None:
+        self._save(name, (attack, tuple(sorted(params.items()))))
 
     def _save(self, name: str, key: tuple[str, tuple[tuple[str, object], ...]]) -> None:
         """Hand the perturbed sample of check ``name`` to ``on_perturbed`` (once per name)."""
@@ -728,65 +746,19 @@ class Auditor:
         else:
             flip_correct = None
             is_sig = is_bkg = np.zeros(len(disc), dtype=bool)
-        shift = output_shift(self.nominal_disc, disc, is_sig, is_bkg, w, self.decision.cut)
-        ref = baseline
-        names, max_disp, sum_abs, n_movable, n_moved, size = self._per_feature(pert)
-        mean_abs = np.divide(sum_abs, np.maximum(n_movable, 1))
-        eff_change = (
-            None
-            if shift.efficiency_nominal is None
-            else shift.efficiency_perturbed - shift.efficiency_nominal
-        )
-        details = self._details(pert.details)
-        return CheckResult(
-            name=attack,
-            attack=attack,
-            params=dict(params),
+        return build_result(
+            attack,
+            params,
             n_events=len(self.events),
-            fooling_rate=flip_all.value,
-            fooling_rate_err=flip_all.error,
-            n_correct=0 if flip_correct is None else flip_correct.n,
-            fooling_rate_correct=math.nan if flip_correct is None else flip_correct.value,
-            fooling_rate_correct_err=math.nan if flip_correct is None else flip_correct.error,
-            random_fooling_rate=flip_all.value if ref is None else ref.fooling_rate,
-            random_fooling_rate_err=flip_all.error if ref is None else ref.fooling_rate_err,
-            random_fooling_rate_correct=(
-                (math.nan if flip_correct is None else flip_correct.value)
-                if ref is None
-                else ref.fooling_rate_correct
-            ),
-            auc_nominal=shift.auc_nominal,
-            auc_perturbed=shift.auc_perturbed,
-            auc_drop=shift.auc_drop,
-            output_ks=shift.output_ks,
-            output_wasserstein=shift.output_wasserstein,
-            mean_shift=shift.mean_shift,
-            cut=shift.cut,
-            efficiency_nominal=shift.efficiency_nominal,
-            efficiency_perturbed=shift.efficiency_perturbed,
-            efficiency_change=eff_change,
-            mistag_nominal=shift.mistag_nominal,
-            mistag_perturbed=shift.mistag_perturbed,
-            rejection_nominal=shift.rejection_nominal,
-            rejection_perturbed=shift.rejection_perturbed,
-            max_displacement_sigma=dict(zip(names, map(float, max_disp), strict=True)),
-            mean_abs_displacement_sigma=dict(zip(names, map(float, mean_abs), strict=True)),
-            moved_fraction={
-                n: float(m) / (len(self.events) * k)
-                for n, m, k in zip(names, n_moved, size, strict=True)
-            },
+            flips=(flip_all, flip_correct),
+            baseline=baseline,
+            shift=output_shift(self.nominal_disc, disc, is_sig, is_bkg, w, self.decision.cut),
+            pert=pert,
+            feature_of=self.layout.feature_of,
             histograms=discriminant_histograms(self.nominal_disc, disc, self._groups(), w),
-            roc_nominal=self._roc(self.nominal_disc),
-            roc_perturbed=self._roc(disc),
-            envelope_violations=pert.violations,
-            zero_gradient_fraction=(
-                None if pert.zero_gradient is None else pert.zero_gradient / len(self.events)
-            ),
-            seconds=pert.seconds,
+            rocs=(self._roc(self.nominal_disc), self._roc(disc)),
             device=str(self.device),
-            failures=list(pert.failures),
-            warnings=list(pert.warnings),
-            details=details,
+            details=self._details(pert.details),
         )
 
     def _details(self, details: dict[str, object]) -> dict[str, object]:
@@ -797,6 +769,82 @@ class Auditor:
             return dict(details)
         groups = {"all events": np.ones(len(radius), dtype=bool), **self._groups()}
         return {**details, "radius": radius_summary(radius, groups, self.events.weights)}
+
+
+def build_result(
+    attack: str,
+    params: dict[str, object],
+    *,
+    n_events: int,
+    flips: tuple[Rate, Rate | None],
+    baseline: CheckResult | None,
+    shift: OutputShift,
+    pert: _Perturbed,
+    feature_of: Sequence[str],
+    histograms: dict[str, object],
+    rocs: tuple[dict[str, list[float]] | None, dict[str, list[float]] | None],
+    device: str,
+    details: dict[str, object],
+) -> CheckResult:
+    """A :class:`CheckResult` from its parts: the fooling rates over all events and over the
+    correctly classified ones (None without labels), the random-noise check beside it
+    (``baseline``; None: it is its own), the output shift, the displacement statistics of
+    ``pert`` (pooled per feature of ``feature_of``), the report's histograms and ROCs."""
+    flip_all, flip_correct = flips
+    ref = baseline
+    names, max_disp, sum_abs, n_movable, n_moved, size = per_feature(feature_of, pert)
+    mean_abs = np.divide(sum_abs, np.maximum(n_movable, 1))
+    eff_change = (
+        None
+        if shift.efficiency_nominal is None
+        else shift.efficiency_perturbed - shift.efficiency_nominal
+    )
+    correct = math.nan if flip_correct is None else flip_correct.value
+    return CheckResult(
+        name=attack,
+        attack=attack,
+        params=dict(params),
+        n_events=n_events,
+        fooling_rate=flip_all.value,
+        fooling_rate_err=flip_all.error,
+        n_correct=0 if flip_correct is None else flip_correct.n,
+        fooling_rate_correct=correct,
+        fooling_rate_correct_err=math.nan if flip_correct is None else flip_correct.error,
+        random_fooling_rate=flip_all.value if ref is None else ref.fooling_rate,
+        random_fooling_rate_err=flip_all.error if ref is None else ref.fooling_rate_err,
+        random_fooling_rate_correct=correct if ref is None else ref.fooling_rate_correct,
+        auc_nominal=shift.auc_nominal,
+        auc_perturbed=shift.auc_perturbed,
+        auc_drop=shift.auc_drop,
+        output_ks=shift.output_ks,
+        output_wasserstein=shift.output_wasserstein,
+        mean_shift=shift.mean_shift,
+        cut=shift.cut,
+        efficiency_nominal=shift.efficiency_nominal,
+        efficiency_perturbed=shift.efficiency_perturbed,
+        efficiency_change=eff_change,
+        mistag_nominal=shift.mistag_nominal,
+        mistag_perturbed=shift.mistag_perturbed,
+        rejection_nominal=shift.rejection_nominal,
+        rejection_perturbed=shift.rejection_perturbed,
+        max_displacement_sigma=dict(zip(names, map(float, max_disp), strict=True)),
+        mean_abs_displacement_sigma=dict(zip(names, map(float, mean_abs), strict=True)),
+        moved_fraction={
+            n: float(m) / (n_events * k) for n, m, k in zip(names, n_moved, size, strict=True)
+        },
+        histograms=histograms,
+        roc_nominal=rocs[0],
+        roc_perturbed=rocs[1],
+        envelope_violations=pert.violations,
+        zero_gradient_fraction=(
+            None if pert.zero_gradient is None else pert.zero_gradient / n_events
+        ),
+        seconds=pert.seconds,
+        device=device,
+        failures=list(pert.failures),
+        warnings=list(pert.warnings),
+        details=details,
+    )
 
 
 def per_feature(

@@ -220,38 +220,21 @@ def needed_columns(
 
 
 def load_sample(
-    path: str | Path,
-    feature_names: Sequence[str],
-    *,
-    constituents: Mapping[str, tuple[int, float]] | None = None,
-    label: str | Sequence[str] | None = None,
-    weight: str | None = None,
-    tree: str | None = None,
-    max_events: int | None = None,
+    path: str | Path, feature_names: Sequence[str], *, max_events: int | None = None, **read: Any
 ) -> Events:
     """The events of one data file (any format :func:`load_events` reads), or of the ROOT or
-    Parquet files of a folder or glob concatenated in name order; the first ``max_events``."""
+    Parquet files of a folder or glob concatenated in name order; the first ``max_events``.
+    ``read``: the other keyword arguments of :func:`load_events` (constituents, label, weight,
+    tree)."""
     files = data_files(path)
     if len(files) == 1 and files[0] == Path(path):
-        return load_events(
-            path,
-            feature_names,
-            constituents=constituents,
-            label=label,
-            weight=weight,
-            tree=tree,
-            max_events=max_events,
-        )
-    infos = describe_files(files, needed_columns(feature_names, constituents, label, weight), tree)
-    (chunk,) = plan_chunks(infos, sum(i.entries for i in infos), max_events)
-    return load_chunk(
-        chunk.pieces,
-        feature_names,
-        constituents=constituents,
-        label=label,
-        weight=weight,
-        tree=tree,
+        return load_events(path, feature_names, max_events=max_events, **read)
+    needed = needed_columns(
+        feature_names, read.get("constituents"), read.get("label"), read.get("weight")
     )
+    infos = describe_files(files, needed, read.get("tree"))
+    (chunk,) = plan_chunks(infos, sum(i.entries for i in infos), max_events)
+    return load_chunk(chunk.pieces, feature_names, **read)
 
 
 def concatenate(parts: Sequence[Events]) -> Events:

@@ -30,10 +30,10 @@ import numpy as np
 
 from pytest_hepguard.audit import (
     CheckResult,
+    CheckRunner,
     Reference,
     _Perturbed,
-    judge,
-    per_feature,
+    build_result,
     systematic_result,
 )
 from pytest_hepguard.chunks import (
@@ -47,6 +47,7 @@ from pytest_hepguard.chunks import (
 from pytest_hepguard.constraints import _feature_columns
 from pytest_hepguard.envelope import MOMENT_BLOCK, std_from_moments
 from pytest_hepguard.exceptions import AttackError, HepguardError
+from pytest_hepguard.metrics import OutputShift, Rate
 from pytest_hepguard.summary import (
     FINE_BINS,
     REPORT_BINS,
@@ -499,7 +500,7 @@ def connect(spec: str, timeout: float) -> Executor:
 # The driver
 
 
-class ChunkedAudit:
+class ChunkedAudit(CheckRunner):
     """The :class:`pytest_hepguard.audit.Auditor` interface (``run``, ``run_gate``,
     ``decision``) over a sample of many files, audited chunk by chunk on ``executor``.
 
@@ -700,39 +701,17 @@ class ChunkedAudit:
             base = None if attack == "random" else self._cache[self._keys(attack, params)[1]]
             self._cache[key] = self._result(attack, params, merged.checks[key][0], base)
 
-    def run(
-        self,
-        attack: str,
-        *,
-        name: str | None = None,
-        limits: dict[str, float] | None = None,
-        **params: object,
-    ) -> CheckResult:
-        """As :meth:`pytest_hepguard.audit.Auditor.run`; the first call computes every check of
-        ``gates`` in the same pass over the chunks."""
+    def _measure(self, attack: str, params: dict[str, object]) -> CheckResult:
+        """The numbers of ``attack``; the first call computes every check of ``gates`` in the
+        same pass over the chunks."""
         from pytest_hepguard.attacks import check_params
 
-        params = check_params(attack, params)
         keys = self._keys(attack, params)
         for gate in self.gates:
-            gate_params = check_params(gate.attack, dict(gate.params))
             if gate.attack in CHUNKED_ATTACKS:
-                keys += self._keys(gate.attack, gate_params)
+                keys += self._keys(gate.attack, check_params(gate.attack, dict(gate.params)))
         self._compute(keys)
-        measured = self._cache[check_key(attack, params)]
-        result = replace(
-            measured,
-            name=name or attack,
-            limits=dict(limits or {}),
-            failures=list(measured.failures),
-            warnings=list(measured.warnings),
-        )
-        judge(result)
-        return result
-
-    def run_gate(self, gate: GateSpec) -> CheckResult:
-        """Run one ``gates:`` entry of the uncertainty file."""
-        return self.run(gate.attack, name=gate.name, limits=gate.limits, **gate.params)
+        return self._cache[check_key(attack, params)]
 
     def close(self) -> None:
         self.executor.close()
@@ -765,55 +744,21 @@ class ChunkedAudit:
         baseline: CheckResult | None,
     ) -> CheckResult:
         nom, pert = self.nominal, s.perturbed
-        flip, flip_err = rate(s.sum_w_flip, s.sum_w, s.sum_w2, s.n)
         labelled = self.decision_has_labels
-        flip_c, flip_c_err = (
-            rate(s.sum_w_flip_correct, s.sum_w_correct, s.sum_w2_correct, s.n_correct)
+        flips = (
+            Rate(*rate(s.sum_w_flip, s.sum_w, s.sum_w2, s.n), s.n),
+            Rate(
+                *rate(s.sum_w_flip_correct, s.sum_w_correct, s.sum_w2_correct, s.n_correct),
+                s.n_correct,
+            )
             if labelled
-            else (math.nan, math.nan)
+            else None,
         )
         auc_nom, auc_nom_err = binned_auc(nom.fine_sig, nom.fine_bkg)
         auc_pert, auc_pert_err = binned_auc(pert.fine_sig, pert.fine_bkg)
         ks, ks_err = binned_ks(nom.fine_all, pert.fine_all)
         cut = self.decision.cut if self.decision.uses_cut else None
-        wp = _working_point(nom, pert, s, cut)
-        p = _Perturbed(
-            np.empty((0, 0)),
-            s.max_disp,
-            s.sum_abs_disp,
-            s.n_movable,
-            s.n_moved,
-            s.violations,
-            s.zero_gradient,
-            s.seconds,
-        )
-        names, max_disp, sum_abs, n_movable, n_moved, size = per_feature(self.layout.feature_of, p)
-        mean_abs = np.divide(sum_abs, np.maximum(n_movable, 1))
-        details: dict[str, object] = {
-            "binning": {
-                "chunks": len(self.chunks),
-                "fine_bins": FINE_BINS,
-                "auc_error_bound": max(auc_nom_err, auc_pert_err),
-                "output_ks_error_bound": ks_err,
-            }
-        }
-        failures, warnings = list(s.failures), list(s.warnings)
-        if attack == "hidden":
-            details.update(self._hidden_details(params, s, failures))
-        ref = baseline
-        return CheckResult(
-            name=attack,
-            attack=attack,
-            params=dict(params),
-            n_events=s.n,
-            fooling_rate=flip,
-            fooling_rate_err=flip_err,
-            n_correct=s.n_correct if labelled else 0,
-            fooling_rate_correct=flip_c,
-            fooling_rate_correct_err=flip_c_err,
-            random_fooling_rate=flip if ref is None else ref.fooling_rate,
-            random_fooling_rate_err=flip_err if ref is None else ref.fooling_rate_err,
-            random_fooling_rate_correct=flip_c if ref is None else ref.fooling_rate_correct,
+        shift = OutputShift(
             auc_nominal=auc_nom,
             auc_perturbed=auc_pert,
             auc_drop=auc_nom - auc_pert,
@@ -823,21 +768,46 @@ class ChunkedAudit:
             else binned_wasserstein(nom.fine_all, pert.fine_all),
             mean_shift=(pert.sum_wd - nom.sum_wd) / s.sum_w,
             cut=cut,
-            **wp,
-            max_displacement_sigma=dict(zip(names, map(float, max_disp), strict=True)),
-            mean_abs_displacement_sigma=dict(zip(names, map(float, mean_abs), strict=True)),
-            moved_fraction={
-                n: float(m) / (s.n * k) for n, m, k in zip(names, n_moved, size, strict=True)
-            },
+            **_working_point(nom, pert, s, cut),
+        )
+        details: dict[str, object] = {
+            "binning": {
+                "chunks": len(self.chunks),
+                "fine_bins": FINE_BINS,
+                "auc_error_bound": max(auc_nom_err, auc_pert_err),
+                "output_ks_error_bound": ks_err,
+            }
+        }
+        failures = list(s.failures)
+        if attack == "hidden":
+            details.update(self._hidden_details(params, s, failures))
+        totals = _Perturbed(
+            np.empty((0, 0)),
+            s.max_disp,
+            s.sum_abs_disp,
+            s.n_movable,
+            s.n_moved,
+            s.violations,
+            s.zero_gradient,
+            s.seconds,
+            failures=tuple(failures),
+            warnings=tuple(s.warnings),
+        )
+        return build_result(
+            attack,
+            params,
+            n_events=s.n,
+            flips=flips,
+            baseline=baseline,
+            shift=shift,
+            pert=totals,
+            feature_of=self.layout.feature_of,
             histograms=self._histograms(nom, pert),
-            roc_nominal=binned_roc(nom.fine_sig, nom.fine_bkg) if labelled else None,
-            roc_perturbed=binned_roc(pert.fine_sig, pert.fine_bkg) if labelled else None,
-            envelope_violations=s.violations,
-            zero_gradient_fraction=None if s.zero_gradient is None else s.zero_gradient / s.n,
-            seconds=s.seconds,
+            rocs=(
+                binned_roc(nom.fine_sig, nom.fine_bkg) if labelled else None,
+                binned_roc(pert.fine_sig, pert.fine_bkg) if labelled else None,
+            ),
             device=str(self.jobs[0].device),
-            failures=failures,
-            warnings=warnings,
             details=details,
         )
 
@@ -884,23 +854,21 @@ class ChunkedAudit:
         return details
 
 
-def _working_point(
-    nom: Side, pert: Side, s: CheckSummary, cut: float | None
-) -> dict[str, float | None]:
-    out: dict[str, float | None] = {
-        k: None
-        for k in (
-            "efficiency_nominal",
-            "efficiency_perturbed",
-            "efficiency_change",
-            "mistag_nominal",
-            "mistag_perturbed",
-            "rejection_nominal",
-            "rejection_perturbed",
+def _working_point(nom: Side, pert: Side, s: CheckSummary, cut: float | None) -> dict[str, Any]:
+    """Efficiency, mistag rate and rejection before and after at the cut (None without one)."""
+    out: dict[str, Any] = {}
+    for tag, side in (("nominal", nom), ("perturbed", pert)):
+        eff = mistag = None
+        if cut is not None:
+            eff = side.sig_pass / s.sum_w_sig if s.sum_w_sig else math.nan
+            mistag = side.bkg_pass / s.sum_w_bkg if s.sum_w_bkg else math.nan
+        out[f"efficiency_{tag}"], out[f"mistag_{tag}"] = eff, mistag
+        out[f"rejection_{tag}"] = (
+            None
+            if mistag is None
+            else (math.inf if mistag == 0 else (math.nan if math.isnan(mistag) else 1 / mistag))
         )
-    }
-    if cut is None:
-        return out
+    return out
     for tag, side in (("nominal", nom), ("perturbed", pert)):
         eff = side.sig_pass / s.sum_w_sig if s.sum_w_sig else math.nan
         mistag = side.bkg_pass / s.sum_w_bkg if s.sum_w_bkg else math.nan
