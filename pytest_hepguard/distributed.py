@@ -133,6 +133,7 @@ class ChunkSummaries:
     #: systematic checks: weighted flips per correlated draw, and each variation's group
     draws: dict[Key, np.ndarray] = field(default_factory=dict)
     groups: dict[Key, list[str]] = field(default_factory=dict)
+    devices: frozenset[str] = frozenset()
 
     def merge(self, other: ChunkSummaries) -> ChunkSummaries:
         """The sums of both chunks."""
@@ -144,6 +145,7 @@ class ChunkSummaries:
             },
             {k: v + other.draws[k] for k, v in self.draws.items()},
             self.groups,
+            self.devices | other.devices,
         )
 
 
@@ -296,7 +298,7 @@ def chunk_summaries(
             seconds=pert.seconds,
         )
 
-    out = ChunkSummaries(side(a.nominal_disc), {})
+    out = ChunkSummaries(side(a.nominal_disc), {}, devices=frozenset({str(a.device)}))
     for key in keys:
         attack, params = key[0], dict(key[1])
         if attack == "systematic":
@@ -383,7 +385,7 @@ class Executor:
     """Runs one function over every chunk's arguments, yielding ``(index, result)`` as chunks
     finish; a chunk that fails is reported by its files and entry ranges."""
 
-    description = "this process"
+    description = "this process, chunk after chunk"
     dashboard: str | None = None
     workers = 1
     #: torch threads per task (None: torch's default)
@@ -450,8 +452,11 @@ def _reason(exc: BaseException | None) -> str:
 
 def connect(spec: str, timeout: float) -> Executor:
     """The executor of ``--hepguard-dask``: ``local:N`` starts a LocalCluster of N worker
-    processes (one thread each); anything else is a scheduler address (``tcp://host:8786``),
-    which must answer within ``timeout`` seconds."""
+    processes (torch gets cores / N threads in each), ``local:0`` runs the chunks in this
+    process one after the other (no Dask needed: the memory of one chunk); anything else is a
+    scheduler address (``tcp://host:8786``), which must answer within ``timeout`` seconds."""
+    if spec == "local:0":
+        return Executor()
     try:
         import dask
         from distributed import Client, LocalCluster
@@ -461,9 +466,10 @@ def connect(spec: str, timeout: float) -> Executor:
         ) from exc
     if spec.startswith("local:"):
         text = spec.split(":", 1)[1]
-        if not text.isdigit() or int(text) < 1:
+        if not text.isdigit():
             raise DistributedError(
-                f"--hepguard-dask {spec}: expected local:N with N >= 1 worker processes"
+                f"--hepguard-dask {spec}: expected local:N with N >= 1 worker processes, or "
+                "local:0 for the chunks in this process"
             )
         n = int(text)
         threads = max(1, (os.cpu_count() or 1) // n)
@@ -689,7 +695,7 @@ class ChunkedAudit(CheckRunner):
         for part in self._pass("checks", chunk_summaries, args):
             merged = part if merged is None else merged.merge(part)
         assert merged is not None
-        self.nominal = merged.nominal
+        self.nominal, self.devices = merged.nominal, merged.devices
         for key in todo:
             attack, params = key[0], dict(key[1])
             if attack == "systematic":
@@ -807,7 +813,7 @@ class ChunkedAudit(CheckRunner):
                 binned_roc(nom.fine_sig, nom.fine_bkg) if labelled else None,
                 binned_roc(pert.fine_sig, pert.fine_bkg) if labelled else None,
             ),
-            device=str(self.jobs[0].device),
+            device=", ".join(sorted(self.devices)),
             details=details,
         )
 

@@ -144,8 +144,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--hepguard-dask",
         metavar="SCHEDULER|local:N",
-        help="audit chunk by chunk on a Dask cluster: a scheduler address (tcp://host:8786) or "
-        "local:N for N worker processes on this machine (needs pytest-hepguard[dask])",
+        help="audit chunk by chunk on a Dask cluster: a scheduler address (tcp://host:8786), "
+        "local:N for N worker processes on this machine (needs pytest-hepguard[dask]), or "
+        "local:0 for the chunks one after the other in this process",
     )
     group.addoption(
         "--hepguard-dask-timeout",

@@ -295,7 +295,12 @@ def test_plugin_with_dask_reports_the_one_process_numbers(tmp_path: Path) -> Non
     gates = {"fgsm": {"epsilon": 1.0, "max_fooling_rate": 0.05}}
     write_unc(tmp_path, str(DATA), gates)
     numbers = {}
-    for tag, extra in (("one", ()), ("dask", ("--hepguard-dask", "local:1"))):
+    runs = (
+        ("one", ()),
+        ("dask", ("--hepguard-dask", "local:1")),
+        ("here", ("--hepguard-dask", "local:0")),
+    )
+    for tag, extra in runs:
         code, out, _ = run_plugin(tmp_path, "--hepguard-json", f"{tag}.json", *extra)
         assert code == 0, out
         numbers[tag] = json.loads((tmp_path / f"{tag}.json").read_text())
@@ -303,9 +308,11 @@ def test_plugin_with_dask_reports_the_one_process_numbers(tmp_path: Path) -> Non
             assert "hepguard: auditing on Dask scheduler tcp://" in out
             assert "dashboard http" in out
             assert "hepguard checks: 1/1 chunks" in out
-    one, dask = (
-        next(c for c in numbers[t]["checks"] if c["name"] == "fgsm") for t in ("one", "dask")
+    one, dask, here = (
+        next(c for c in numbers[t]["checks"] if c["name"] == "fgsm")
+        for t in ("one", "dask", "here")
     )
     for key in ("fooling_rate", "fooling_rate_correct", "efficiency_perturbed", "cut"):
-        assert dask[key] == one[key]
+        assert dask[key] == one[key] == here[key]
     assert math.isclose(dask["auc_perturbed"], one["auc_perturbed"], abs_tol=1e-4)
+    assert here["device"] == dask["device"] == "cpu"
