@@ -217,7 +217,6 @@ def nominal_pass(job: Job, n_columns: int, stride: int) -> NominalPass:
 
         padded = layout.padded(torch.from_numpy(x)).numpy()
     movable = _movable(a)
-    inf = np.full(x.shape[1], np.inf, dtype=np.float64)
     col_min = np.where(movable, x, np.inf).min(0, initial=np.inf).astype(np.float64)
     col_max = np.where(movable, x, -np.inf).max(0, initial=-np.inf).astype(np.float64)
     w = a.events.weights if a.events.weights is not None else np.ones(len(x))
@@ -234,7 +233,7 @@ def nominal_pass(job: Job, n_columns: int, stride: int) -> NominalPass:
         len(x),
         feature_moments(x, layout.specs, layout.feature_of, padded, MOMENT_BLOCK),
         signal,
-        np.minimum(col_min, inf),
+        col_min,
         col_max,
         movable.sum(0),
         counts,

@@ -316,3 +316,47 @@ def test_plugin_with_dask_reports_the_one_process_numbers(tmp_path: Path) -> Non
         assert dask[key] == one[key] == here[key]
     assert math.isclose(dask["auc_perturbed"], one["auc_perturbed"], abs_tol=1e-4)
     assert here["device"] == dask["device"] == "cpu"
+
+
+def test_multi_input_onnx_model_from_parquet_row_groups(tmp_path: Path) -> None:
+    """The DeepJet-like ONNX example (jet, tracks and vertices as three inputs, per-constituent
+    lists) from two Parquet files of several row groups: two chunks, the one-process numbers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from pytest_hepguard.audit import Auditor
+    from pytest_hepguard.chunks import load_sample
+    from pytest_hepguard.distributed import ChunkedAudit, Executor
+    from pytest_hepguard.models import load_model
+
+    example = EXAMPLES / "deepjet_like"
+    rng = np.random.default_rng(0)
+    with np.load(example / "jets.npz") as z:
+        base = {k: z[k] for k in z.files}
+    for i, n in enumerate((50_000, 20_000)):
+        idx = rng.integers(0, len(base["label"]), n)
+        table = {k: pa.array(list(v[idx])) if v.ndim == 2 else v[idx] for k, v in base.items()}
+        pq.write_table(pa.table(table), tmp_path / f"jets_{i}.parquet", row_group_size=15_000)
+    unc = load_uncertainties(example / "unc.yaml")
+    unc = replace(unc, gates=tuple(g for g in unc.gates if g.name in ("random", "fgsm")))
+    audit = ChunkedAudit(
+        model=str(example / "tagger.onnx"),
+        device="cpu",
+        uncertainties=unc,
+        data=tmp_path / "*.parquet",
+        executor=Executor(),
+        chunk_events=65536,
+        gates=unc.gates,
+    )
+    assert [[(p.start, p.stop) for p in c.pieces] for c in audit.chunks] == [
+        [(0, 50_000), (0, 15_536)],
+        [(15_536, 20_000)],
+    ]
+    chunked = {g.name: audit.run_gate(g) for g in unc.gates}
+    per_event, constituents = unc.data_columns()
+    events = load_sample(
+        tmp_path / "*.parquet", per_event, constituents=constituents, label="label"
+    )
+    auditor = Auditor(load_model(example / "tagger.onnx", torch.device("cpu")), events, unc)
+    assert_same_numbers({g.name: auditor.run_gate(g) for g in unc.gates}, chunked)
