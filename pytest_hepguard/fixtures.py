@@ -276,6 +276,12 @@ def hepguard_properties(pytestconfig: pytest.Config, hepguard_auditor: Auditor) 
     from pytest_hepguard.properties import Properties
 
     state = _state(pytestconfig)
+    if state.settings.dask:
+        pytest.fail(
+            "hepguard_properties: property tests draw single events from the sample in this "
+            "process; run them without --hepguard-dask",
+            pytrace=False,
+        )
     STRATEGY_SOURCE.labels = hepguard_auditor.labels
     STRATEGY_SOURCE.n_events = len(hepguard_auditor.events)
     STRATEGY_SOURCE.discriminant = hepguard_auditor.nominal_disc

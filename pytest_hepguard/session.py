@@ -224,6 +224,18 @@ def build_state(config: pytest.Config) -> State:
             raise ReportPathError(f"{option} {folder}: the folder {folder.parent} does not exist")
         if folder is not None and folder.exists() and not folder.is_dir():
             raise ReportPathError(f"{option} {folder}: a file of that name is in the way")
+    if settings.dask:
+        for option, given in (
+            ("--hepguard-pyhf", settings.pyhf),
+            ("--hepguard-pyhf-patch", settings.pyhf_patch),
+            ("--hepguard-save-perturbed", settings.save_perturbed),
+        ):
+            if given:
+                raise HepguardError(
+                    f"{option} needs every event's perturbed outputs in one process, which a "
+                    "chunked audit (--hepguard-dask) never gathers; run it without "
+                    "--hepguard-dask (on --hepguard-events N events)"
+                )
     if settings.compare_fail and settings.compare is None:
         raise HepguardError("--hepguard-compare-fail needs --hepguard-compare BASELINE")
     if settings.compare is not None:

@@ -251,6 +251,16 @@ def test_unreachable_scheduler_is_a_clear_error_within_the_timeout(tmp_path: Pat
     assert seconds < 60
 
 
+def test_options_that_need_every_event_are_refused_with_dask(tmp_path: Path) -> None:
+    write_unc(tmp_path, str(DATA), {"random": {"epsilon": 1.0}})
+    code, out, _ = run_plugin(
+        tmp_path, "--hepguard-dask", "local:0", "--hepguard-pyhf", str(tmp_path / "ws.json")
+    )
+    assert code == USAGE_ERROR, out
+    assert "--hepguard-pyhf needs every event's perturbed outputs in one process" in out
+    assert not (tmp_path / "ws.json").exists()
+
+
 def test_files_that_differ_in_columns_stop_the_run(tmp_path: Path) -> None:
     import uproot
 
