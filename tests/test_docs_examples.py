@@ -63,7 +63,7 @@ def test_model_fixture_override_example(tmp_path) -> None:
     assert (tmp_path / "weights.pt").read_bytes() == before
 
 
-def test_chunked_audit_example_of_docs_scale() -> None:
+def test_chunked_audit_example_of_docs_scale(one_torch_thread: None) -> None:
     """docs/scale.md's ChunkedAudit script prints the one-process pgd fooling rate."""
     from pytest_hepguard.audit import Auditor
     from pytest_hepguard.events import load_events
@@ -79,7 +79,6 @@ def test_chunked_audit_example_of_docs_scale() -> None:
     events = load_events(
         ROOT / "examples" / "jets.root", unc.feature_names, label="label", tree="Events"
     )
-    torch.set_num_threads(1)
     auditor = Auditor(load_model(ROOT / "examples" / "tagger.pt", torch.device("cpu")), events, unc)
     pgd = auditor.run("pgd", epsilon=1.0, steps=5)
     assert f"pgd fooling rate {pgd.fooling_rate:.4f}, AUC {pgd.auc_nominal:.4f}" in proc.stdout
