@@ -4,12 +4,14 @@ counts exact, binned numbers within their stated bounds; a LocalCluster of two p
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -298,9 +300,62 @@ def test_a_chunk_that_fails_twice_is_named_and_fails_the_run(tmp_path: Path) -> 
     assert "NaN" in out and "1000 events" in out
 
 
-def test_plugin_with_dask_reports_the_one_process_numbers(tmp_path: Path) -> None:
+@pytest.fixture
+def remote_scheduler(tmp_path: Path) -> Iterator[str]:
+    """A Dask scheduler and one worker started as separate processes, the way a cluster's are
+    (``dask scheduler``, ``dask worker``); the scheduler's address."""
     pytest.importorskip("distributed", reason="dask.distributed is not installed")
-    import json
+    info = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dask",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--scheduler-file",
+            str(info),
+            "--no-dashboard",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "worker",
+                "--scheduler-file",
+                str(info),
+                "--nworkers",
+                "1",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        yield json.loads(info.read_text())["address"]
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+def test_plugin_with_dask_reports_the_one_process_numbers(
+    tmp_path: Path, remote_scheduler: str
+) -> None:
 
     gates = {"fgsm": {"epsilon": 1.0, "max_fooling_rate": 0.05}}
     write_unc(tmp_path, str(DATA), gates)
@@ -309,21 +364,22 @@ def test_plugin_with_dask_reports_the_one_process_numbers(tmp_path: Path) -> Non
         ("one", ()),
         ("dask", ("--hepguard-dask", "local:1")),
         ("here", ("--hepguard-dask", "local:0")),
+        ("remote", ("--hepguard-dask", remote_scheduler)),
     )
     for tag, extra in runs:
         code, out, _ = run_plugin(tmp_path, "--hepguard-json", f"{tag}.json", *extra)
         assert code == 0, out
         numbers[tag] = json.loads((tmp_path / f"{tag}.json").read_text())
-        if tag == "dask":
+        if tag in ("dask", "remote"):
             assert "hepguard: auditing on Dask scheduler tcp://" in out
-            assert "dashboard http" in out
+            assert "dashboard http" in out or tag == "remote"  # started without a dashboard
             assert "hepguard checks: 1/1 chunks" in out
-    one, dask, here = (
+    one, dask, here, remote = (
         next(c for c in numbers[t]["checks"] if c["name"] == "fgsm")
-        for t in ("one", "dask", "here")
+        for t in ("one", "dask", "here", "remote")
     )
     for key in ("fooling_rate", "fooling_rate_correct", "efficiency_perturbed", "cut"):
-        assert dask[key] == one[key] == here[key]
+        assert dask[key] == one[key] == here[key] == remote[key]
     assert math.isclose(dask["auc_perturbed"], one["auc_perturbed"], abs_tol=1e-4)
     assert here["device"] == dask["device"] == "cpu"
 
