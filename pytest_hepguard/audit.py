@@ -137,6 +137,15 @@ class _Perturbed:
     warnings: tuple[str, ...] = ()
 
 
+#: A check's identity: its attack and complete parameters, sorted.
+CheckKey = tuple[str, tuple[tuple[str, object], ...]]
+
+
+def check_key(attack: str, params: dict[str, object]) -> CheckKey:
+    """The key a check's numbers are kept under: one run per session for the same key."""
+    return attack, tuple(sorted(params.items()))
+
+
 @dataclass(frozen=True)
 class Reference:
     """What an auditor of one chunk of a larger sample takes from the whole sample (a chunked
@@ -288,16 +297,14 @@ class Auditor(CheckRunner):
             if self.labels is None
             else self.decision.correct(self.nominal_decisions, self.labels)
         )
-        self._cache: dict[tuple[str, tuple[tuple[str, object], ...]], CheckResult] = {}
+        self._cache: dict[CheckKey, CheckResult] = {}
         self.on_perturbed = on_perturbed
         self.keep_rows = on_perturbed is not None
         #: perturbed rows [n, n_features] and probabilities [n, n_classes] per check key
-        self._rows_of: dict[
-            tuple[str, tuple[tuple[str, object], ...]], tuple[np.ndarray, np.ndarray]
-        ] = {}
+        self._rows_of: dict[CheckKey, tuple[np.ndarray, np.ndarray]] = {}
         self._saved: set[str] = set()
         #: perturbed probabilities [n, n_classes] per check key (templates are built from them)
-        self._probs_of: dict[tuple[str, tuple[tuple[str, object], ...]], np.ndarray] = {}
+        self._probs_of: dict[CheckKey, np.ndarray] = {}
         self._templates: dict[PyhfSpec, tuple[Templates, dict[tuple[str, str], CheckResult]]] = {}
 
     # -- data movement -------------------------------------------------------------------------
@@ -480,7 +487,7 @@ class Auditor(CheckRunner):
         Gradient attacks get the Gaussian-noise check of the same epsilon as their baseline;
         that check is its own baseline. ``systematic`` and ``scan`` are made of other checks.
         """
-        key = (attack, tuple(sorted(params.items())))
+        key = check_key(attack, params)
         if key not in self._cache:
             if attack == "systematic":
                 self._cache[key] = self._systematic(params)
@@ -513,9 +520,9 @@ class Auditor(CheckRunner):
         return params
 
     def _ran(self, name: str, attack: str, params: dict[str, object]) -> None:
-        self._save(name, (attack, tuple(sorted(params.items()))))
+        self._save(name, check_key(attack, params))
 
-    def _save(self, name: str, key: tuple[str, tuple[tuple[str, object], ...]]) -> None:
+    def _save(self, name: str, key: CheckKey) -> None:
         """Hand the perturbed sample of check ``name`` to ``on_perturbed`` (once per name)."""
         saved = self._rows_of.get(key)
         if self.on_perturbed is None or saved is None or name in self._saved:
@@ -529,7 +536,7 @@ class Auditor(CheckRunner):
         [n_events, n_classes], run once per session like :meth:`run`."""
         params = check_params(attack, params)
         result = self._measure(attack, params)
-        return result, self._probs_of[(attack, tuple(sorted(params.items())))]
+        return result, self._probs_of[check_key(attack, params)]
 
     def discriminant(self, probs: np.ndarray) -> np.ndarray:
         """The decision's discriminant [n] of class probabilities [n, n_classes]."""

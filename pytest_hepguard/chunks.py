@@ -15,12 +15,15 @@ import glob
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pytest_hepguard.events import Events, load_events
 from pytest_hepguard.exceptions import DataError
+
+if TYPE_CHECKING:
+    from pytest_hepguard.uncertainties import UncertaintyModel
 
 #: Formats a chunked audit reads by entry range.
 CHUNKED_SUFFIXES = (".root", ".parquet", ".pq")
@@ -209,14 +212,30 @@ def load_chunk(
 
 def needed_columns(
     feature_names: Sequence[str],
-    constituents: Mapping[str, tuple[int, float]] | None,
-    label: str | Sequence[str] | None,
-    weight: str | None,
+    constituents: Mapping[str, tuple[int, float]] | None = None,
+    label: str | Sequence[str] | None = None,
+    weight: str | None = None,
+    tree: str | None = None,
 ) -> list[str]:
-    """Every column an audit reads: features, per-constituent columns, labels, weights."""
+    """Every column an audit reads: features, per-constituent columns, labels, weights (the
+    keywords of :func:`read_args`; ``tree`` names no column)."""
     needed = [*feature_names, *(constituents or {})]
     needed += [label] if isinstance(label, str) else list(label or ())
     return needed + ([weight] if weight else [])
+
+
+def read_args(unc: UncertaintyModel) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """What to read for an uncertainty file: its per-event feature columns, and the other
+    keywords of :func:`load_events`, :func:`load_sample` and :func:`load_chunk` (the
+    per-constituent columns, label, weight, tree)."""
+    per_event, constituents = unc.data_columns()
+    data = unc.data
+    return per_event, {
+        "constituents": constituents or None,
+        "label": data.label,
+        "weight": data.weight,
+        "tree": data.tree,
+    }
 
 
 def load_sample(
@@ -229,10 +248,7 @@ def load_sample(
     files = data_files(path)
     if len(files) == 1 and files[0] == Path(path):
         return load_events(path, feature_names, max_events=max_events, **read)
-    needed = needed_columns(
-        feature_names, read.get("constituents"), read.get("label"), read.get("weight")
-    )
-    infos = describe_files(files, needed, read.get("tree"))
+    infos = describe_files(files, needed_columns(feature_names, **read), read.get("tree"))
     (chunk,) = plan_chunks(infos, sum(i.entries for i in infos), max_events)
     return load_chunk(chunk.pieces, feature_names, **read)
 

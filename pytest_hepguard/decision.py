@@ -103,8 +103,14 @@ class Decision:
         if not sig.any():
             raise DataError("decision.working_point.efficiency: the sample has no signal events")
         w = None if weights is None else weights[sig]
-        cut = cut_for_efficiency(disc_nominal[sig], w, wp.efficiency)
-        note = f"cut {cut:.6g} gives signal efficiency {wp.efficiency:g} on nominal input"
+        return self.at_efficiency(
+            wp.efficiency, cut_for_efficiency(disc_nominal[sig], w, wp.efficiency)
+        )
+
+    def at_efficiency(self, efficiency: float, cut: float) -> Decision:
+        """This decision with ``cut``, the cut that gives signal ``efficiency`` on nominal
+        input (said in its assumptions)."""
+        note = f"cut {cut:.6g} gives signal efficiency {efficiency:g} on nominal input"
         return Decision(
             self.n_classes,
             self.discriminant,

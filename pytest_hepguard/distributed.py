@@ -29,11 +29,13 @@ from typing import Any
 import numpy as np
 
 from pytest_hepguard.audit import (
+    CheckKey,
     CheckResult,
     CheckRunner,
     Reference,
     _Perturbed,
     build_result,
+    check_key,
     systematic_result,
 )
 from pytest_hepguard.chunks import (
@@ -43,11 +45,12 @@ from pytest_hepguard.chunks import (
     load_chunk,
     needed_columns,
     plan_chunks,
+    read_args,
 )
 from pytest_hepguard.constraints import _feature_columns
 from pytest_hepguard.envelope import MOMENT_BLOCK, std_from_moments
-from pytest_hepguard.exceptions import AttackError, HepguardError
-from pytest_hepguard.metrics import OutputShift, Rate
+from pytest_hepguard.exceptions import AttackError, DataError, HepguardError
+from pytest_hepguard.metrics import OutputShift, rejection, weighted_rate
 from pytest_hepguard.summary import (
     FINE_BINS,
     REPORT_BINS,
@@ -61,7 +64,6 @@ from pytest_hepguard.summary import (
     certificate_parts,
     fine_bin,
     merged_certificate,
-    rate,
 )
 from pytest_hepguard.uncertainties import GateSpec, UncertaintyModel
 
@@ -80,13 +82,6 @@ CERTIFICATE_BINS = 1 << 14
 
 class DistributedError(HepguardError):
     """A chunked audit that cannot go on: no scheduler, a chunk that failed twice."""
-
-
-Key = tuple[str, tuple[tuple[str, object], ...]]
-
-
-def check_key(attack: str, params: dict[str, object]) -> Key:
-    return attack, tuple(sorted(params.items()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,10 +124,10 @@ class ChunkSummaries:
     """Pass 3 of one chunk: the nominal discriminant's sums and each check's."""
 
     nominal: Side
-    checks: dict[Key, list[CheckSummary]]
+    checks: dict[CheckKey, list[CheckSummary]]
     #: systematic checks: weighted flips per correlated draw, and each variation's group
-    draws: dict[Key, np.ndarray] = field(default_factory=dict)
-    groups: dict[Key, list[str]] = field(default_factory=dict)
+    draws: dict[CheckKey, np.ndarray] = field(default_factory=dict)
+    groups: dict[CheckKey, list[str]] = field(default_factory=dict)
     devices: frozenset[str] = frozenset()
 
     def merge(self, other: ChunkSummaries) -> ChunkSummaries:
@@ -173,18 +168,15 @@ def _auditor(job: Job, reference: Reference) -> Any:
         import torch
 
         torch.set_num_threads(job.threads)
-    unc = job.uncertainties
-    per_event, constituents = unc.data_columns()
-    events = load_chunk(
-        job.chunk.pieces,
-        per_event,
-        constituents=constituents or None,
-        label=unc.data.label,
-        weight=unc.data.weight,
-        tree=unc.data.tree,
-    )
+    per_event, read = read_args(job.uncertainties)
+    events = load_chunk(job.chunk.pieces, per_event, **read)
     return Auditor(
-        _model(job), events, unc, seed=job.seed, batch_size=job.batch_size, reference=reference
+        _model(job),
+        events,
+        job.uncertainties,
+        seed=job.seed,
+        batch_size=job.batch_size,
+        reference=reference,
     )
 
 
@@ -256,7 +248,7 @@ def cut_window(job: Job, n_columns: int, lo: int, hi: int) -> tuple[np.ndarray, 
 
 
 def chunk_summaries(
-    job: Job, reference: Reference, keys: Sequence[Key], bins: CertificateBins | None
+    job: Job, reference: Reference, keys: Sequence[CheckKey], bins: CertificateBins | None
 ) -> ChunkSummaries:
     """Pass 3 on one chunk: every check of ``keys`` (runs on a worker)."""
     import torch
@@ -386,7 +378,6 @@ class Executor:
 
     description = "this process, chunk after chunk"
     dashboard: str | None = None
-    workers = 1
     #: torch threads per task (None: torch's default)
     threads: int | None = None
 
@@ -406,9 +397,8 @@ class DaskExecutor(Executor):
     def __init__(self, client: Any, cluster: Any = None) -> None:
         self.client, self.cluster = client, cluster
         self.dashboard = getattr(client, "dashboard_link", None)
-        info = client.scheduler_info()
-        self.workers = max(len(info.get("workers", {})), 1)
-        self.description = f"Dask scheduler {client.scheduler.address} ({self.workers} workers)"
+        workers = len(client.scheduler_info().get("workers", {}))
+        self.description = f"Dask scheduler {client.scheduler.address} ({workers} workers)"
 
     def map(
         self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], chunks: Sequence[Chunk]
@@ -519,7 +509,8 @@ class ChunkedAudit(CheckRunner):
             never picked automatically here.
         chunk_events: events per chunk, a multiple of the batch size and of 65536.
         max_events: audit only the first N events.
-        progress: ``progress(done, total, events_per_second)`` after each chunk of a pass.
+        progress: ``progress(pass_name, done, total, events_per_second)`` after each chunk of
+            a pass (chunks done of the total).
         gates: checks computed together in one pass over the chunks when the first is asked.
     """
 
@@ -548,10 +539,8 @@ class ChunkedAudit(CheckRunner):
             )
         self.uncertainties, self.executor, self.progress = uncertainties, executor, progress
         self.layout = Layout(uncertainties)
-        per_event, constituents = uncertainties.data_columns()
-        data_spec = uncertainties.data
-        needed = needed_columns(per_event, constituents, data_spec.label, data_spec.weight)
-        infos = describe_files(data_files(data), needed, data_spec.tree)
+        per_event, read = read_args(uncertainties)
+        infos = describe_files(data_files(data), needed_columns(per_event, **read), read["tree"])
         self.chunks = plan_chunks(infos, chunk_events, max_events)
         self.n_events = sum(c.n for c in self.chunks)
         self.jobs = [
@@ -559,7 +548,7 @@ class ChunkedAudit(CheckRunner):
             for c in self.chunks
         ]
         self.gates = list(gates)
-        self._cache: dict[Key, CheckResult] = {}
+        self._cache: dict[CheckKey, CheckResult] = {}
         self._failed: DistributedError | None = None
         self._nominal()
 
@@ -596,21 +585,17 @@ class ChunkedAudit(CheckRunner):
     def _decision(self, parts: list[NominalPass], n_columns: int) -> Any:
         """The decision with the whole sample's working-point cut (exactly the one-process cut:
         the fine histogram finds the bins that hold it, their events decide)."""
-        from pytest_hepguard.decision import Decision
-
         unc = self.uncertainties
         decision = parts[0].decision
         wp = unc.decision.working_point
         if wp is None or wp.efficiency is None:
             return decision
         if parts[0].signal_fine is None:
-            raise HepguardError("decision.working_point.efficiency needs labels (data.label)")
+            raise DataError("decision.working_point.efficiency needs labels (data.label)")
         hist = sum(p.signal_fine for p in parts)
         total = float(hist.sum())
         if total <= 0:
-            raise HepguardError(
-                "decision.working_point.efficiency: the sample has no signal events"
-            )
+            raise DataError("decision.working_point.efficiency: the sample has no signal events")
         lo, hi = window_cut(hist, wp.efficiency)
         values, weights = zip(
             *self._pass("cut", cut_window, [(j, n_columns, lo, hi) for j in self.jobs]),
@@ -618,15 +603,7 @@ class ChunkedAudit(CheckRunner):
         )
         d, w = np.concatenate(values), np.concatenate(weights)
         cut = cut_from_window(hist, lo, hi, d, w, wp.efficiency)
-        note = f"cut {cut:.6g} gives signal efficiency {wp.efficiency:g} on nominal input"
-        return Decision(
-            decision.n_classes,
-            decision.discriminant,
-            decision.signal,
-            decision.background,
-            cut,
-            (*decision.assumptions, note),
-        )
+        return decision.at_efficiency(wp.efficiency, cut)
 
     def _certificate_bins(self, parts: list[NominalPass], columns: np.ndarray) -> CertificateBins:
         rows = np.concatenate([p.rows for p in parts]).astype(np.float64)
@@ -659,7 +636,7 @@ class ChunkedAudit(CheckRunner):
 
     # -- checks ------------------------------------------------------------------------------
 
-    def _keys(self, attack: str, params: dict[str, object]) -> list[Key]:
+    def _keys(self, attack: str, params: dict[str, object]) -> list[CheckKey]:
         from pytest_hepguard.attacks import check_params
 
         if attack not in CHUNKED_ATTACKS:
@@ -673,7 +650,7 @@ class ChunkedAudit(CheckRunner):
             keys.append(check_key("random", check_params("random", {"epsilon": params["epsilon"]})))
         return keys
 
-    def _compute(self, keys: list[Key]) -> None:
+    def _compute(self, keys: list[CheckKey]) -> None:
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if not todo:
             return
@@ -685,7 +662,7 @@ class ChunkedAudit(CheckRunner):
             self._failed = exc  # later checks fail with it rather than resubmit every chunk
             raise
 
-    def _pass_checks(self, todo: list[Key]) -> None:
+    def _pass_checks(self, todo: list[CheckKey]) -> None:
         reference = Reference(0, self.feature_std, self.decision)
         args = [
             (job, replace(reference, offset=job.chunk.start), todo, self.bins) for job in self.jobs
@@ -724,7 +701,7 @@ class ChunkedAudit(CheckRunner):
     # -- numbers -----------------------------------------------------------------------------
 
     def _systematic(
-        self, params: dict[str, object], merged: ChunkSummaries, key: Key
+        self, params: dict[str, object], merged: ChunkSummaries, key: CheckKey
     ) -> CheckResult:
         parts, names = merged.checks[key], merged.groups[key]
         variations = [
@@ -751,11 +728,8 @@ class ChunkedAudit(CheckRunner):
         nom, pert = self.nominal, s.perturbed
         labelled = self.decision_has_labels
         flips = (
-            Rate(*rate(s.sum_w_flip, s.sum_w, s.sum_w2, s.n), s.n),
-            Rate(
-                *rate(s.sum_w_flip_correct, s.sum_w_correct, s.sum_w2_correct, s.n_correct),
-                s.n_correct,
-            )
+            weighted_rate(s.sum_w_flip, s.sum_w, s.sum_w2, s.n),
+            weighted_rate(s.sum_w_flip_correct, s.sum_w_correct, s.sum_w2_correct, s.n_correct)
             if labelled
             else None,
         )
@@ -847,8 +821,7 @@ class ChunkedAudit(CheckRunner):
             "constraint": f"enforced per chunk ({len(self.chunks)} chunks), certified merged",
         }
         if s.certificate is not None:
-            columns = [self.layout.names[j] for j in range(len(self.layout.names))]
-            cert, bound = merged_certificate(s.certificate, self.bins, columns, limits)
+            cert, bound = merged_certificate(s.certificate, self.bins, self.layout.names, limits)
             details["certificate"] = cert.to_dict()
             details["certificate_ks_error_bound"] = bound
             if not cert.passed:
@@ -868,19 +841,5 @@ def _working_point(nom: Side, pert: Side, s: CheckSummary, cut: float | None) ->
             eff = side.sig_pass / s.sum_w_sig if s.sum_w_sig else math.nan
             mistag = side.bkg_pass / s.sum_w_bkg if s.sum_w_bkg else math.nan
         out[f"efficiency_{tag}"], out[f"mistag_{tag}"] = eff, mistag
-        out[f"rejection_{tag}"] = (
-            None
-            if mistag is None
-            else (math.inf if mistag == 0 else (math.nan if math.isnan(mistag) else 1 / mistag))
-        )
-    return out
-    for tag, side in (("nominal", nom), ("perturbed", pert)):
-        eff = side.sig_pass / s.sum_w_sig if s.sum_w_sig else math.nan
-        mistag = side.bkg_pass / s.sum_w_bkg if s.sum_w_bkg else math.nan
-        out[f"efficiency_{tag}"] = eff
-        out[f"mistag_{tag}"] = mistag
-        out[f"rejection_{tag}"] = (
-            math.inf if mistag == 0 else (math.nan if math.isnan(mistag) else 1.0 / mistag)
-        )
-    out["efficiency_change"] = out["efficiency_perturbed"] - out["efficiency_nominal"]  # type: ignore[operator]
+        out[f"rejection_{tag}"] = None if mistag is None else rejection(mistag)
     return out

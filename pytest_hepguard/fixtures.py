@@ -63,25 +63,14 @@ def hepguard_events(
 ) -> Events:
     """The sample: ``--hepguard-data`` or ``data.path`` (a file, or a folder or glob of ROOT or
     Parquet files read one after the other); the first ``--hepguard-events`` N."""
-    from pytest_hepguard.chunks import load_sample
+    from pytest_hepguard.chunks import load_sample, read_args
 
     state = _state(pytestconfig)
     unc = hepguard_uncertainties
-    path = state.settings.data_path(unc)
     try:
-        if path is None:
-            raise HepguardError(
-                f"{unc.source}: no data: give --hepguard-data or data.path in the uncertainty file"
-            )
-        per_event, constituents = unc.data_columns()
+        per_event, read = read_args(unc)
         return load_sample(
-            path,
-            per_event,
-            constituents=constituents or None,
-            label=unc.data.label,
-            weight=unc.data.weight,
-            tree=unc.data.tree,
-            max_events=state.settings.events,
+            _data_path(state, unc), per_event, max_events=state.settings.events, **read
         )
     except HepguardError as exc:
         _fatal(pytestconfig, exc)
@@ -142,6 +131,16 @@ def hepguard_auditor(
         raise
 
 
+def _data_path(state: State, unc: UncertaintyModel) -> Any:
+    """``--hepguard-data`` or ``data.path`` (HepguardError when neither is given)."""
+    path = state.settings.data_path(unc)
+    if path is None:
+        raise HepguardError(
+            f"{unc.source}: no data: give --hepguard-data or data.path in the uncertainty file"
+        )
+    return path
+
+
 def _chunked_audit(
     config: pytest.Config, request: pytest.FixtureRequest, unc: UncertaintyModel
 ) -> Any:
@@ -158,11 +157,7 @@ def _chunked_audit(
                 "--hepguard-dask: the workers load the model from --hepguard-model (a file or "
                 "package.module:callable); a hepguard_model fixture cannot travel to them"
             )
-        path = settings.data_path(unc)
-        if path is None:
-            raise HepguardError(
-                f"{unc.source}: no data: give --hepguard-data or data.path in the uncertainty file"
-            )
+        path = _data_path(_state(config), unc)
         executor = connect(settings.dask, settings.dask_timeout)  # type: ignore[arg-type]
         request.addfinalizer(executor.close)
         if writer is not None:

@@ -239,14 +239,22 @@ def fooling_rate(
     if mask is not None:
         keep = _flags(mask, "mask", n)
         w, changed = w[keep], changed[keep]
-    count = int(w.shape[0])
-    total = float(w.sum())
-    if count == 0 or total == 0:
-        return Rate(math.nan, math.nan, count)
-    value = float(w[changed].sum()) / total
-    n_eff = total * total / float(np.dot(w, w))
-    error = math.sqrt(max(value * (1.0 - value), 0.0) / n_eff)
-    return Rate(value, error, count)
+    return weighted_rate(float(w[changed].sum()), float(w.sum()), float(np.dot(w, w)), len(w))
+
+
+def weighted_rate(selected: float, total: float, total_w2: float, n: int) -> Rate:
+    """The :class:`Rate` ``selected / total`` of ``n`` events whose weights sum to ``total``
+    (their squares to ``total_w2``); nan for no events or a zero total."""
+    if n == 0 or total == 0:
+        return Rate(math.nan, math.nan, n)
+    value = selected / total
+    n_eff = total * total / total_w2
+    return Rate(value, math.sqrt(max(value * (1.0 - value), 0.0) / n_eff), n)
+
+
+def rejection(mistag: float) -> float:
+    """``1 / mistag`` (inf for a mistag rate of 0, nan for nan)."""
+    return math.inf if mistag == 0 else (math.nan if math.isnan(mistag) else 1.0 / mistag)
 
 
 def weighted_roc(
@@ -437,9 +445,7 @@ def output_shift(
             mistag = efficiency(disc[bkg], cut, w[bkg])
             wp[f"efficiency_{tag}"] = efficiency(disc[sig], cut, w[sig])
             wp[f"mistag_{tag}"] = mistag
-            wp[f"rejection_{tag}"] = (
-                math.inf if mistag == 0 else (math.nan if math.isnan(mistag) else 1.0 / mistag)
-            )
+            wp[f"rejection_{tag}"] = rejection(mistag)
 
     return OutputShift(
         auc_nominal=auc_nom,
@@ -465,6 +471,12 @@ def roc_points(
     fpr, tpr, _ = weighted_roc(scores, is_signal, weights)
     if not (np.isfinite(fpr).all() and np.isfinite(tpr).all()):
         return None
+    return roc_on_grid(fpr, tpr, n_points)
+
+
+def roc_on_grid(fpr: FloatArray, tpr: FloatArray, n_points: int = 101) -> dict[str, list[float]]:
+    """A ROC (background and signal efficiencies [k], tpr non-decreasing along the curve's
+    points) sampled at ``n_points`` signal efficiencies ``linspace(0, 1)``."""
     grid = np.linspace(0.0, 1.0, n_points)
     fpr_at = np.interp(grid, np.maximum.accumulate(tpr), fpr)
     return {"signal_efficiency": grid.tolist(), "background_efficiency": fpr_at.tolist()}

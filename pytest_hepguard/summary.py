@@ -33,6 +33,7 @@ from pytest_hepguard.constraints import (
     correlation_from_sums,
     moment_sums,
 )
+from pytest_hepguard.metrics import roc_on_grid
 
 #: Bins of the fine discriminant histograms, equal in logit(D) over [LOGIT_LO, LOGIT_HI];
 #: D = 0 and D = 1 (and beyond) fall in the under- and overflow bins.
@@ -326,25 +327,11 @@ def binned_wasserstein(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(np.abs(fa - fb)[:-1], np.diff(edges)[1:]))
 
 
-def binned_roc(
-    sig: np.ndarray, bkg: np.ndarray, n_points: int = 101
-) -> dict[str, list[float]] | None:
-    """The ROC of fine histograms at ``n_points`` signal efficiencies (as ``roc_points``)."""
+def binned_roc(sig: np.ndarray, bkg: np.ndarray) -> dict[str, list[float]] | None:
+    """The ROC of fine histograms at 101 signal efficiencies (as ``roc_points``)."""
     s, b = float(sig.sum()), float(bkg.sum())
     if s <= 0 or b <= 0:
         return None
     tpr = np.concatenate([[1.0], 1.0 - np.cumsum(sig) / s])[::-1]
     fpr = np.concatenate([[1.0], 1.0 - np.cumsum(bkg) / b])[::-1]
-    grid = np.linspace(0.0, 1.0, n_points)
-    fpr_at = np.interp(grid, np.maximum.accumulate(tpr), fpr)
-    return {"signal_efficiency": grid.tolist(), "background_efficiency": fpr_at.tolist()}
-
-
-def rate(selected: float, total: float, total_w2: float, n: int) -> tuple[float, float]:
-    """A weighted rate and its binomial error with the Kish effective count (as
-    :func:`pytest_hepguard.metrics.fooling_rate`)."""
-    if n == 0 or total == 0:
-        return math.nan, math.nan
-    value = selected / total
-    n_eff = total * total / total_w2
-    return value, math.sqrt(max(value * (1.0 - value), 0.0) / n_eff)
+    return roc_on_grid(fpr, tpr)
